@@ -1,0 +1,67 @@
+/* internal.h - helpers shared by the engine's source files (not installed). */
+#ifndef NANOBRAGG_INTERNAL_H
+#define NANOBRAGG_INTERNAL_H
+
+#include <math.h>
+#include <stdarg.h>
+#include "nanobragg.h"
+
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
+#ifndef M_1_PI
+#define M_1_PI 0.31830988618379067154
+#endif
+#define NB_RTD (180.0 * M_1_PI)
+
+/* 3-vectors */
+static inline double nb_dot(const double *x, const double *y) { return x[0]*y[0] + x[1]*y[1] + x[2]*y[2]; }
+static inline double nb_norm(const double *v) { return sqrt(v[0]*v[0] + v[1]*v[1] + v[2]*v[2]); }
+static inline void nb_cross(const double *x, const double *y, double *z) {
+    double t0 = x[1]*y[2] - x[2]*y[1], t1 = x[2]*y[0] - x[0]*y[2], t2 = x[0]*y[1] - x[1]*y[0];
+    z[0] = t0; z[1] = t1; z[2] = t2;
+}
+static inline void nb_scale(const double *v, double s, double *out) { out[0] = s*v[0]; out[1] = s*v[1]; out[2] = s*v[2]; }
+/* normalise in place or into out; returns the old length (zero vector -> zeros) */
+static inline double nb_unitize(const double *v, double *out) {
+    double m = nb_norm(v);
+    if (m != 0.0) { out[0] = v[0]/m; out[1] = v[1]/m; out[2] = v[2]/m; }
+    else { out[0] = out[1] = out[2] = 0.0; }
+    return m;
+}
+
+/* rotations (geometry.c) */
+void nb_rotate_xyz(const double *v, double *out, double rx, double ry, double rz);
+void nb_rotate_axis(const double *v, double *out, const double *axis, double phi);
+void nb_rotate_umat(const double *v, double *out, const double *umat);
+
+/* random orientations (noise.c): a rotation drawn uniformly within a
+ * spherical cap of the given angular radius, as the reference draws it
+ * (single-precision spread, three uniform deviates per matrix). */
+void nb_mosaic_umat(float mosaicity_rad, double umat[9], nb_rng *rng, long *idum);
+/* rotation matrix -> rotations about x, y, z (radians) */
+void nb_umat_to_misset(const double umat[9], double misset_rad[3]);
+/* deviates used by the noise image */
+typedef struct nb_deviates {
+    nb_rng *rng;
+    long *idum;
+    int gauss_has_spare; float gauss_spare;   /* Box-Muller keeps one deviate */
+    float pois_oldm, pois_sq, pois_alxm, pois_g;
+} nb_deviates;
+void nb_deviates_init(nb_deviates *d, nb_rng *rng, long *idum);
+float nb_poidev(nb_deviates *d, float mean);
+float nb_gaussdev(nb_deviates *d);
+
+/* log of the setup (config.c) */
+void nb_log(nb_setup *s, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void nb_set_error(char *err, size_t errlen, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+#endif

@@ -1,0 +1,553 @@
+/* kernel.c - the sum over sub-pixels, sensor layers, sources, phi steps and
+ * mosaic domains that makes each pixel.
+ *
+ * For each sub-pixel and source the scattering vector S = (d - i)/lambda is
+ * fixed; each crystal orientation (phi step x mosaic domain) then gives
+ * fractional Miller indices h = a.S, k = b.S, l = c.S, the lattice transform
+ * F_latt of an N-cell crystal and the unit-cell structure factor F_cell.
+ * The pixel collects F_cell^2 F_latt^2 and is scaled by r_e^2 * fluence /
+ * steps, the solid angle, polarization and the sensor's capture fraction.
+ *
+ * Two paths compute the same sum: a vector-friendly one for the usual
+ * parallelepiped crystal with nearest-neighbour structure factors, and a
+ * step-by-step one (the reference's order) for the other spot shapes and for
+ * tricubic interpolation, whose fall-back depends on that order.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+#include "stages.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* crystal orientations, phi-major then mosaic domain, as structure of arrays */
+typedef struct {
+    int n;
+    double *ax, *ay, *az, *bx, *by, *bz, *cx, *cy, *cz;
+    double *block;
+} orientations;
+
+static int orientations_build(const nb_setup *s, orientations *o)
+{
+    o->n = s->phisteps * s->mosaic_domains;
+    o->block = malloc((size_t)o->n * 9 * sizeof(double));
+    if (!o->block) return NB_ENOMEM;
+    double **cols[9] = { &o->ax, &o->ay, &o->az, &o->bx, &o->by, &o->bz, &o->cx, &o->cy, &o->cz };
+    for (int i = 0; i < 9; ++i) *cols[i] = o->block + (size_t)i * o->n;
+    int k = 0;
+    for (int t = 0; t < s->phisteps; ++t) {
+        /* every step rotates from the unrotated crystal, including phi = 0 */
+        double phi = s->phi0_rad + s->phistep_rad * t;
+        double ap[3], bp[3], cp[3];
+        memcpy(ap, s->a0, sizeof ap); memcpy(bp, s->b0, sizeof bp); memcpy(cp, s->c0, sizeof cp);
+        if (phi != 0.0) {
+            nb_rotate_axis(s->a0, ap, s->spindle, phi);
+            nb_rotate_axis(s->b0, bp, s->spindle, phi);
+            nb_rotate_axis(s->c0, cp, s->spindle, phi);
+        }
+        for (int d = 0; d < s->mosaic_domains; ++d, ++k) {
+            double a[3], b[3], c[3];
+            memcpy(a, ap, sizeof a); memcpy(b, bp, sizeof b); memcpy(c, cp, sizeof c);
+            if (s->mosaic_spread_rad > 0.0) {
+                const double *u = s->mosaic_umats + 9 * d;
+                nb_rotate_umat(ap, a, u);
+                nb_rotate_umat(bp, b, u);
+                nb_rotate_umat(cp, c, u);
+            }
+            o->ax[k] = a[0]; o->ay[k] = a[1]; o->az[k] = a[2];
+            o->bx[k] = b[0]; o->by[k] = b[1]; o->bz[k] = b[2];
+            o->cx[k] = c[0]; o->cy[k] = c[1]; o->cz[k] = c[2];
+        }
+    }
+    return NB_OK;
+}
+
+/* Scattering vectors of one or more pixels, each with the weight of the
+ * per-step corrections that are oversampled (1 otherwise). */
+typedef struct {
+    int cap, n;
+    double *Sx, *Sy, *Sz, *w, *acc;
+} samples;
+
+static int samples_alloc(samples *b, int cap)
+{
+    b->cap = cap;
+    b->n = 0;
+    b->Sx = malloc((size_t)cap * 5 * sizeof(double));
+    if (!b->Sx) return NB_ENOMEM;
+    b->Sy = b->Sx + cap; b->Sz = b->Sy + cap; b->w = b->Sz + cap; b->acc = b->w + cap;
+    return NB_OK;
+}
+
+/* The corrections applied once per pixel, each taken where the reference
+ * takes it: solid angle at the first sub-pixel, polarization at the first
+ * source that passes the resolution cut, capture fraction at the first
+ * sub-pixel of the last sensor layer. */
+typedef struct { double omega, polar, capture, omega_sum; } pixel_factors;
+
+/* Kahn polarization factor for an incident and a diffracted unit vector. */
+static double polarization_factor(double kahn, const double *incident, const double *diffracted, const double *axis)
+{
+    double cos2t = nb_dot(incident, diffracted);
+    double cos2t_sqr = cos2t * cos2t, sin2t_sqr = 1 - cos2t_sqr, psi = 0.0;
+    if (kahn != 0.0) {
+        double B_in[3], E_in[3];
+        nb_cross(axis, incident, B_in);
+        nb_unitize(B_in, B_in);
+        nb_cross(incident, B_in, E_in);
+        nb_unitize(E_in, E_in);
+        psi = -atan2(nb_dot(diffracted, B_in), nb_dot(diffracted, E_in));
+    }
+    return 0.5 * (1.0 + cos2t_sqr - kahn * cos(2 * psi) * sin2t_sqr);
+}
+
+/* Sub-pixel centre in the lab frame (m). */
+static void subpixel_position(const nb_setup *s, double Fdet, double Sdet, double Odet, double *pos)
+{
+    for (int i = 0; i < 3; ++i) pos[i] = Fdet * s->fdet[i] + Sdet * s->sdet[i] + Odet * s->odet[i] + s->pix0_m[i];
+    if (s->curved_det) {
+        /* a sphere of radius distance: the flat coordinates become angles */
+        double r[3], tmp[3];
+        nb_scale(s->beam, s->distance_m, r);
+        nb_rotate_axis(r, tmp, s->sdet, pos[1] / s->distance_m);
+        nb_rotate_axis(tmp, pos, s->fdet, pos[2] / s->distance_m);
+    }
+}
+
+/* Append the pixel's samples to b; returns its once-per-pixel factors. */
+static pixel_factors sample_pixel(const nb_setup *s, int fpixel, int spixel, samples *b)
+{
+    pixel_factors pf = { 0.0, s->nopolar ? 1.0 : 0.0, 0.0, 0.0 };
+    const int ov = s->oversample;
+    const double sub = s->subpixel_m;
+    for (int t = 0; t < s->thicksteps; ++t) {
+        double Odet = t * s->thickstep_m;
+        pf.capture = s->thick_m == 0.0 ? 1.0 : 0.0;
+        for (int ss = 0; ss < ov; ++ss)
+            for (int sf = 0; sf < ov; ++sf) {
+                double Fdet = sub * (fpixel * ov + sf) + sub / 2.0;
+                double Sdet = sub * (spixel * ov + ss) + sub / 2.0;
+                double pos[3], d[3];
+                subpixel_position(s, Fdet, Sdet, Odet, pos);
+                double airpath = nb_unitize(pos, d);
+                if (pf.omega == 0.0 || s->oversample_omega) {
+                    /* (pixel/R)^2 times the obliquity cos = close_distance/R */
+                    pf.omega = s->pixel_m * s->pixel_m / airpath / airpath * s->close_distance_m / airpath;
+                    if (s->point_pixel) pf.omega = 1.0 / airpath / airpath;
+                }
+                pf.omega_sum += pf.omega;
+                if (pf.capture == 0.0 || s->oversample_thick) {
+                    /* Beer-Lambert absorption within this layer along the oblique path */
+                    double parallax = nb_dot(d, s->odet);
+                    pf.capture = exp(-t * s->thickstep_m * s->mu_per_m / parallax)
+                               - exp(-(t + 1) * s->thickstep_m * s->mu_per_m / parallax);
+                }
+                for (int src = 0; src < s->n_sources; ++src) {
+                    const double *dir = s->source_dir + 3 * src;
+                    double incident[3] = { -dir[0], -dir[1], -dir[2] };
+                    double lambda = s->source_lambda_m[src];
+                    double S[3] = { (d[0] - incident[0]) / lambda, (d[1] - incident[1]) / lambda, (d[2] - incident[2]) / lambda };
+                    double stol = 0.5 * nb_norm(S);
+                    if (s->dmin_m > 0.0 && stol > 0.0 && s->dmin_m > 0.5 / stol) continue;
+                    if (pf.polar == 0.0 || s->oversample_polar)
+                        pf.polar = polarization_factor(s->polarization, incident, d, s->polar_vec);
+                    double w = 1.0;
+                    if (s->oversample_thick) w *= pf.capture;
+                    if (s->oversample_polar) w *= pf.polar;
+                    if (s->oversample_omega) w *= pf.omega;
+                    int j = b->n++;
+                    b->Sx[j] = S[0]; b->Sy[j] = S[1]; b->Sz[j] = S[2]; b->w[j] = w;
+                }
+            }
+    }
+    return pf;
+}
+
+/* sin(pi x) for |x| <= 1/2: Taylor series to x^21, below 1 ulp there */
+static inline double sinpi_reduced(double x)
+{
+    double x2 = x * x;
+    double p = 5.39266466260812895e-10;
+    p = p * x2 - 2.29484289972698730e-08;
+    p = p * x2 + 7.95205400147551261e-07;
+    p = p * x2 - 2.19153534478302173e-05;
+    p = p * x2 + 4.66302805767612554e-04;
+    p = p * x2 - 7.37043094571435044e-03;
+    p = p * x2 + 8.21458866111282326e-02;
+    p = p * x2 - 5.99264529320792105e-01;
+    p = p * x2 + 2.55016403987734552e+00;
+    p = p * x2 - 5.16771278004997026e+00;
+    p = p * x2 + 3.14159265358979312e+00;
+    return x * p;
+}
+
+/* |sin(N pi h) / sin(pi h)|: the grating transform of N cells.  Only its
+ * square is used, so the sign of (-1)^(n(N-1)) is dropped; reducing h to
+ * t = h - round(h) first keeps full precision next to the Bragg peak. */
+static inline double lattice_factor_fast(double h, double N)
+{
+    double t = h - rint(h);
+    double u = N * t;
+    u -= rint(u);
+    double den = sinpi_reduced(t);
+    return den != 0.0 ? sinpi_reduced(u) / den : N;
+}
+
+/* Reference forms of the spot shapes. */
+static double sincg(double x, double N) { return x == 0.0 ? N : sin(x * N) / sin(x); }
+static double sinc3(double x) { return x == 0.0 ? 1.0 : 3.0 * (sin(x) / x - cos(x)) / (x * x); }
+
+typedef struct {
+    const nb_setup *s;
+    const nb_hkl *hkl;
+    const orientations *o;
+    int have_grid;
+} kernel_ctx;
+
+static double nearest_F(const kernel_ctx *k, int h0, int k0, int l0)
+{
+    const nb_hkl *g = k->hkl;
+    if (k->have_grid && h0 <= g->h_max && h0 >= g->h_min && k0 <= g->k_max && k0 >= g->k_min && l0 <= g->l_max && l0 >= g->l_min)
+        return g->F[nb_hkl_index(g, h0, k0, l0)];
+    return k->s->default_F;
+}
+
+/* 4-point Lagrange polynomial through (x0..x3, y0..y3) at x */
+static double lagrange4(const double *xa, const double *ya, double x)
+{
+    double sum = 0.0;
+    for (int i = 0; i < 4; ++i) {
+        double term = ya[i];
+        double num = 1.0, den = 1.0;
+        for (int j = 0; j < 4; ++j)
+            if (j != i) { num *= x - xa[j]; den *= xa[i] - xa[j]; }
+        sum += num * term / den;
+    }
+    return sum;
+}
+
+/* Tricubic interpolation of F on the 4x4x4 grid points around (h,k,l):
+ * along l first, then k, then h. */
+static double tricubic_F(const kernel_ctx *k, double h, double kk, double l)
+{
+    const nb_hkl *g = k->hkl;
+    int hf = (int)floor(h), kf = (int)floor(kk), lf = (int)floor(l);
+    double hx[4], kx[4], lx[4], along_k[4], along_l[4], plane[4];
+    for (int i = 0; i < 4; ++i) { hx[i] = hf - 1 + i; kx[i] = kf - 1 + i; lx[i] = lf - 1 + i; }
+    for (int i = 0; i < 4; ++i) {
+        for (int j = 0; j < 4; ++j) {
+            for (int m = 0; m < 4; ++m) along_l[m] = g->F[nb_hkl_index(g, hf - 1 + i, kf - 1 + j, lf - 1 + m)];
+            along_k[j] = lagrange4(lx, along_l, l);
+        }
+        plane[i] = lagrange4(kx, along_k, kk);
+    }
+    return lagrange4(hx, plane, h);
+}
+
+/* Does the interpolation stencil around (h,k,l) leave the grid? */
+static int stencil_outside(const nb_hkl *g, double h, double k, double l)
+{
+    int hr = g->h_max - g->h_min + 1, kr = g->k_max - g->k_min + 1, lr = g->l_max - g->l_min + 1;
+    return (h - g->h_min + 3) > hr || (h - 2) < g->h_min || (k - g->k_min + 3) > kr || (k - 2) < g->k_min ||
+           (l - g->l_min + 3) > lr || (l - 2) < g->l_min;
+}
+
+typedef struct {
+    int hit;
+    double hkl[3];
+    int hkl0[3];
+} fallback_note;
+
+/* The reference's step order: samples, then phi steps, then mosaic domains.
+ * *interp turns off for good at the first stencil that leaves the grid. */
+static double pixel_sum_in_order(const kernel_ctx *k, const samples *b, int *interp, fallback_note *fb)
+{
+    const nb_setup *s = k->s;
+    const orientations *o = k->o;
+    double I = s->I_bg;
+    const double Na = s->Na, Nb = s->Nb, Nc = s->Nc;
+    for (int j = 0; j < b->n; ++j) {
+        for (int q = 0; q < o->n; ++q) {
+            double h = o->ax[q] * b->Sx[j] + o->ay[q] * b->Sy[j] + o->az[q] * b->Sz[j];
+            double kk = o->bx[q] * b->Sx[j] + o->by[q] * b->Sy[j] + o->bz[q] * b->Sz[j];
+            double l = o->cx[q] * b->Sx[j] + o->cy[q] * b->Sy[j] + o->cz[q] * b->Sz[j];
+            int h0 = (int)ceil(h - 0.5), k0 = (int)ceil(kk - 0.5), l0 = (int)ceil(l - 0.5);
+            double F_latt = 1.0;
+            if (s->xtal_shape == NB_SHAPE_SQUARE) {
+                if (Na > 1) F_latt *= sincg(M_PI * h, Na);
+                if (Nb > 1) F_latt *= sincg(M_PI * kk, Nb);
+                if (Nc > 1) F_latt *= sincg(M_PI * l, Nc);
+            } else {
+                /* distance to the nearest node, in the unrotated reciprocal frame (1/A) */
+                double dh = h - h0, dk = kk - k0, dl = l - l0;
+                double dx = dh * s->a_star[0] + dk * s->b_star[0] + dl * s->c_star[0];
+                double dy = dh * s->a_star[1] + dk * s->b_star[1] + dl * s->c_star[1];
+                double dz = dh * s->a_star[2] + dk * s->b_star[2] + dl * s->c_star[2];
+                double rad_star_sqr = (dx * dx + dy * dy + dz * dz) * Na * Na * Nb * Nb * Nc * Nc;
+                if (s->xtal_shape == NB_SHAPE_ROUND) {
+                    double hrad_sqr = dh * dh * Na * Na + dk * dk * Nb * Nb + dl * dl * Nc * Nc;
+                    /* sphere transform, scaled to the cube's volume */
+                    F_latt = Na * Nb * Nc * 0.723601254558268 * sinc3(M_PI * sqrt(hrad_sqr * s->fudge));
+                } else if (s->xtal_shape == NB_SHAPE_GAUSS) {
+                    F_latt = Na * Nb * Nc * exp(-(rad_star_sqr / 0.63 * s->fudge));
+                } else {
+                    F_latt = Na * Nb * Nc * (rad_star_sqr * s->fudge < 0.3969);
+                }
+            }
+            if (F_latt == 0.0 && s->water_m == 0.0) continue;
+
+            double F_cell;
+            if (*interp && stencil_outside(k->hkl, h, kk, l)) {
+                if (!fb->hit) {
+                    fb->hit = 1;
+                    fb->hkl[0] = h; fb->hkl[1] = kk; fb->hkl[2] = l;
+                    fb->hkl0[0] = h0; fb->hkl0[1] = k0; fb->hkl0[2] = l0;
+                }
+                *interp = 0;
+            }
+            F_cell = *interp ? tricubic_F(k, h, kk, l) : nearest_F(k, h0, k0, l0);
+            I += F_cell * F_cell * F_latt * F_latt * b->w[j];
+        }
+    }
+    return I;
+}
+
+/* F_latt^2 F_cell^2 summed over orientations, for every sample at once. */
+static void accumulate_fast(const kernel_ctx *k, samples *b)
+{
+    const nb_setup *s = k->s;
+    const orientations *o = k->o;
+    const nb_hkl *g = k->hkl;
+    const int n = b->n;
+    const double Na = s->Na, Nb = s->Nb, Nc = s->Nc, default_F = s->default_F;
+    const double *restrict Sx = b->Sx, *restrict Sy = b->Sy, *restrict Sz = b->Sz;
+    double *restrict acc = b->acc;
+    for (int j = 0; j < n; ++j) acc[j] = 0.0;
+    const int grid = k->have_grid;
+    const double hmin = grid ? g->h_min : 0, hmax = grid ? g->h_max : -1;
+    const double kmin = grid ? g->k_min : 0, kmax = grid ? g->k_max : -1;
+    const double lmin = grid ? g->l_min : 0, lmax = grid ? g->l_max : -1;
+    const double kstride = grid ? (double)(g->l_max - g->l_min + 2) : 0;
+    const double hstride = grid ? (double)(g->k_max - g->k_min + 2) * kstride : 0;
+    const double *restrict F = grid ? g->F : &default_F;
+    for (int q = 0; q < o->n; ++q) {
+        const double ax = o->ax[q], ay = o->ay[q], az = o->az[q];
+        const double bx = o->bx[q], by = o->by[q], bz = o->bz[q];
+        const double cx = o->cx[q], cy = o->cy[q], cz = o->cz[q];
+        for (int j = 0; j < n; ++j) {
+            double h = ax * Sx[j] + ay * Sy[j] + az * Sz[j];
+            double kk = bx * Sx[j] + by * Sy[j] + bz * Sz[j];
+            double l = cx * Sx[j] + cy * Sy[j] + cz * Sz[j];
+            double latt = lattice_factor_fast(h, Na) * lattice_factor_fast(kk, Nb) * lattice_factor_fast(l, Nc);
+            double h0 = ceil(h - 0.5), k0 = ceil(kk - 0.5), l0 = ceil(l - 0.5);
+            int inside = h0 >= hmin && h0 <= hmax && k0 >= kmin && k0 <= kmax && l0 >= lmin && l0 <= lmax;
+            long idx = inside ? (long)((h0 - hmin) * hstride + (k0 - kmin) * kstride + (l0 - lmin)) : 0;
+            double Fc = inside ? F[idx] : default_F;
+            acc[j] += latt * latt * Fc * Fc;
+        }
+    }
+}
+
+static int use_fast_path(const nb_setup *s, int interp)
+{
+    return s->xtal_shape == NB_SHAPE_SQUARE && !interp;
+}
+
+static float pixel_value(const nb_setup *s, double I, const pixel_factors *pf)
+{
+    double v = NB_RE_SQR * s->fluence * I / (double)s->steps;
+    if (!s->oversample_thick) v *= pf->capture;
+    if (!s->oversample_polar) v *= pf->polar;
+    if (!s->oversample_omega) v *= pf->omega;
+    return (float)v;
+}
+
+static int pixel_wanted(const nb_setup *s, const uint16_t *mask, int fp, int sp)
+{
+    if (fp < s->roi_xmin || fp > s->roi_xmax || sp < s->roi_ymin || sp > s->roi_ymax) return 0;
+    return !mask || mask[(size_t)sp * s->fpixels + fp] != 0;
+}
+
+typedef struct {
+    int first_fallback_fp;        /* -1: none in this row */
+    fallback_note note;
+    double omega_sum;
+} row_result;
+
+/* Render pixels fp_start.. of one row.  interp0: interpolation on at entry. */
+static void render_row(const kernel_ctx *k, const uint16_t *mask, int sp, int fp_start, int interp0,
+                       int block, samples *b, pixel_factors *pfs, int *pix_n, float *image, row_result *rr)
+{
+    const nb_setup *s = k->s;
+    const int fast = use_fast_path(s, interp0);
+    for (int f0 = fp_start; f0 < s->fpixels; f0 += block) {
+        int f1 = f0 + block < s->fpixels ? f0 + block : s->fpixels;
+        b->n = 0;
+        for (int fp = f0; fp < f1; ++fp) {
+            int start = b->n;
+            if (pixel_wanted(s, mask, fp, sp)) {
+                pfs[fp - f0] = sample_pixel(s, fp, sp, b);
+                rr->omega_sum += pfs[fp - f0].omega_sum;
+                pix_n[fp - f0] = b->n - start;
+            } else {
+                pix_n[fp - f0] = -1;
+            }
+            if (!fast && pix_n[fp - f0] >= 0) {
+                /* step-by-step path: one pixel at a time, in raster order */
+                samples one = *b;
+                one.Sx += start; one.Sy += start; one.Sz += start; one.w += start; one.acc += start;
+                one.n = pix_n[fp - f0];
+                int interp = interp0;
+                fallback_note fb = { 0, { 0, 0, 0 }, { 0, 0, 0 } };
+                double I = pixel_sum_in_order(k, &one, &interp, &fb);
+                if (fb.hit && rr->first_fallback_fp < 0) {
+                    rr->first_fallback_fp = fp;
+                    rr->note = fb;
+                }
+                image[(size_t)sp * s->fpixels + fp] = pixel_value(s, I, &pfs[fp - f0]);
+                b->n = 0;
+            }
+        }
+        if (!fast) continue;
+        accumulate_fast(k, b);
+        int j = 0;
+        for (int fp = f0; fp < f1; ++fp) {
+            int m = pix_n[fp - f0];
+            if (m < 0) continue;
+            double I = s->I_bg;
+            for (int e = 0; e < m; ++e, ++j) I += b->acc[j] * b->w[j];
+            image[(size_t)sp * s->fpixels + fp] = pixel_value(s, I, &pfs[fp - f0]);
+        }
+    }
+}
+
+static int threads_to_use(int nthreads)
+{
+#ifdef _OPENMP
+    return nthreads > 0 ? nthreads : omp_get_max_threads();
+#else
+    (void)nthreads;
+    return 1;
+#endif
+}
+
+/* Render rows [sp0, sp1): row sp0 from fp0 on, the others whole. */
+static int render_rows(const kernel_ctx *k, const uint16_t *mask, int sp0, int fp0, int sp1, int interp0,
+                       float *image, row_result *rows, int nthreads)
+{
+    const nb_setup *s = k->s;
+    long per_pixel = (long)s->thicksteps * s->oversample * s->oversample * s->n_sources;
+    int block = per_pixel >= 2048 ? 1 : (int)(2048 / per_pixel);
+    if (block > 64) block = 64;
+    int failed = 0;
+#pragma omp parallel num_threads(threads_to_use(nthreads)) reduction(|:failed)
+    {
+        samples b;
+        pixel_factors *pfs = malloc((size_t)block * sizeof *pfs);
+        int *pix_n = malloc((size_t)block * sizeof *pix_n);
+        int ok = samples_alloc(&b, (int)(per_pixel * block)) == NB_OK && pfs && pix_n;
+        if (!ok) failed = 1;
+#pragma omp for schedule(dynamic, 1)
+        for (int sp = sp0; sp < sp1; ++sp) {
+            if (!ok || sp < s->roi_ymin || sp > s->roi_ymax) continue;
+            render_row(k, mask, sp, sp == sp0 ? fp0 : 0, interp0, block, &b, pfs, pix_n, image, &rows[sp]);
+        }
+        free(b.Sx);
+        free(pfs);
+        free(pix_n);
+    }
+    return failed ? NB_ENOMEM : NB_OK;
+}
+
+static void compute_stats(const nb_setup *s, const uint16_t *mask, const float *image, nb_stats *st)
+{
+    const int ov = s->oversample;
+    double sum = 0.0, sumsqr = 0.0;
+    long n = 0;
+    st->max_I = 0.0;
+    for (int sp = 0; sp < s->spixels; ++sp)
+        for (int fp = 0; fp < s->fpixels; ++fp) {
+            if (!pixel_wanted(s, mask, fp, sp)) continue;
+            double v = image[(size_t)sp * s->fpixels + fp];
+            if (v > st->max_I) {
+                /* reported at the centre of the pixel's last sub-pixel */
+                st->max_I = v;
+                st->max_I_x_m = s->subpixel_m * (fp * ov + ov - 1) + s->subpixel_m / 2.0;
+                st->max_I_y_m = s->subpixel_m * (sp * ov + ov - 1) + s->subpixel_m / 2.0;
+            }
+            sum += v;
+            sumsqr += v * v;
+            ++n;
+        }
+    st->pixels_rendered = n;
+    long denom = n <= 0 ? 1 : n;
+    st->mean = sum / denom;
+    if (n <= 1) n = 2;
+    st->rms = sqrt(sumsqr / (n - 1));
+    /* the deviation runs over the whole ROI, masked pixels (zero) included */
+    double dev = 0.0;
+    long m = 0;
+    for (int sp = 0; sp < s->spixels; ++sp)
+        for (int fp = 0; fp < s->fpixels; ++fp) {
+            if (fp < s->roi_xmin || fp > s->roi_xmax || sp < s->roi_ymin || sp > s->roi_ymax) continue;
+            double d = image[(size_t)sp * s->fpixels + fp] - st->mean;
+            dev += d * d;
+            ++m;
+        }
+    if (m <= 1) m = 2;
+    st->rmsd = sqrt(dev / (m - 1));
+}
+
+int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float *image,
+              nb_stats *stats, int nthreads, char *err, size_t errlen)
+{
+    memset(stats, 0, sizeof *stats);
+    stats->fallback_pixel = -1;
+    memset(image, 0, (size_t)s->fpixels * s->spixels * sizeof(float));
+    orientations o;
+    if (orientations_build(s, &o) != NB_OK) {
+        nb_set_error(err, errlen, "out of memory for %d crystal orientations", s->phisteps * s->mosaic_domains);
+        return NB_ENOMEM;
+    }
+    row_result *rows = calloc((size_t)s->spixels, sizeof *rows);
+    if (!rows) {
+        free(o.block);
+        nb_set_error(err, errlen, "out of memory");
+        return NB_ENOMEM;
+    }
+    for (int sp = 0; sp < s->spixels; ++sp) rows[sp].first_fallback_fp = -1;
+
+    kernel_ctx k = { s, hkl, &o, hkl && hkl->count > 0 && hkl->F };
+    int interp = s->interpolate && k.have_grid;
+    int rc = render_rows(&k, mask, 0, 0, s->spixels, interp, image, rows, nthreads);
+
+    /* Interpolation stays off after the first stencil that leaves the grid,
+     * in raster order: re-render everything after that pixel without it. */
+    int fallback_row = -1;
+    for (int sp = 0; rc == NB_OK && sp < s->spixels && fallback_row < 0; ++sp)
+        if (rows[sp].first_fallback_fp >= 0) fallback_row = sp;
+    if (fallback_row >= 0) {
+        row_result *r = &rows[fallback_row];
+        stats->interpolation_fell_back = 1;
+        stats->fallback_pixel = (long)fallback_row * s->fpixels + r->first_fallback_fp;
+        for (int i = 0; i < 3; ++i) { stats->fallback_hkl[i] = r->note.hkl[i]; stats->fallback_hkl0[i] = r->note.hkl0[i]; }
+        /* solid angles do not depend on interpolation: the first pass's sums stand */
+        row_result *redo = calloc((size_t)s->spixels, sizeof *redo);
+        if (!redo) rc = NB_ENOMEM;
+        else {
+            for (int sp = 0; sp < s->spixels; ++sp) redo[sp].first_fallback_fp = -1;
+            rc = render_rows(&k, mask, fallback_row, r->first_fallback_fp + 1, s->spixels, 0, image, redo, nthreads);
+            free(redo);
+        }
+    }
+    for (int sp = 0; sp < s->spixels; ++sp) stats->omega_sum += rows[sp].omega_sum;
+    free(rows);
+    free(o.block);
+    if (rc != NB_OK) {
+        nb_set_error(err, errlen, "out of memory while rendering");
+        return rc;
+    }
+    compute_stats(s, mask, image, stats);
+    return NB_OK;
+}

@@ -1,0 +1,258 @@
+/*
+ * nanobragg.h - public interface of the nanobragg engine.
+ *
+ * The engine simulates the diffraction image of a small crystal: a sum over
+ * sub-pixels, sensor layers, sources, phi steps and mosaic domains of
+ * |F_cell|^2 |F_latt|^2, scaled by the Thomson cross section, the fluence,
+ * the pixel's solid angle, polarization and the sensor's capture fraction.
+ *
+ * Flow: nb_params (what the user typed, in the flags' units: mm, Angstrom,
+ * degrees, microns, mrad, percent) -> nb_setup_init() -> nb_setup (SI units,
+ * every default and convention resolved) -> nb_render() -> float image ->
+ * nb_int_image() / nb_pgm_image() / nb_noise_image() -> SMV/PGM encoders.
+ *
+ * The engine never prints, never exits and never touches files: readers parse
+ * memory buffers, encoders fill memory buffers, and messages go into the
+ * caller-visible log of the setup.
+ */
+#ifndef NANOBRAGG_H
+#define NANOBRAGG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NB_VERSION "0.1.0"
+
+typedef enum { NB_CONV_CUSTOM = 0, NB_CONV_ADXV, NB_CONV_MOSFLM, NB_CONV_XDS, NB_CONV_DIALS, NB_CONV_DENZO } nb_convention;
+typedef enum { NB_PIVOT_BEAM = 0, NB_PIVOT_SAMPLE = 1 } nb_pivot;
+typedef enum { NB_SHAPE_SQUARE = 0, NB_SHAPE_ROUND, NB_SHAPE_GAUSS, NB_SHAPE_TOPHAT } nb_shape;
+typedef enum { NB_MISSET_NONE = 0, NB_MISSET_ANGLES = 1, NB_MISSET_RANDOM = 2 } nb_misset_mode;
+typedef enum { NB_PIX0_NONE = 0, NB_PIX0_METRES = 1, NB_PIX0_MILLIMETRES = 2 } nb_pix0_units;
+
+/* Error codes returned by the engine (0 = success). */
+enum { NB_OK = 0, NB_EINVAL = 1, NB_ENOMEM = 2, NB_EFORMAT = 3 };
+
+/*
+ * User parameters, in the units of the command-line flags.  "Unset" values
+ * are NAN for doubles and -1 for counts unless noted; nb_params_init() fills
+ * the reference defaults.  Front ends (CLI, simulate(), C callers) fill this
+ * left to right, so that the last flag wins, exactly as the reference does
+ * for the pivot and the convention.
+ */
+typedef struct nb_params {
+    /* --- crystal --- */
+    int has_cell;                 /* -cell given */
+    double cell[6];               /* a b c (Angstrom), alpha beta gamma (degrees); 0 = default */
+    int has_amat;                 /* -mat given */
+    double amat[9];               /* MOSFLM A matrix as in the file, row-major (3 lines of 3) */
+    nb_misset_mode misset_mode;
+    double misset_deg[3];         /* rotations about x, y, z (degrees) */
+    long misset_seed;             /* -misset_seed as typed */
+    int has_misset_seed;          /* 0: use seed */
+    double Na, Nb, Nc;            /* unit cells along a, b, c */
+    double xtal_size_mm[3];       /* crystal size along x, y, z (mm); 0 = derive from N */
+    nb_shape xtal_shape;
+    double fudge;
+    double default_F;             /* structure factor for reflections not in the HKL grid */
+    int interpolate;              /* -1 auto (from Na,Nb,Nc), 0 off, 1 on */
+
+    /* --- beam --- */
+    double lambda_A;              /* wavelength (Angstrom) */
+    double dispersion_pct;        /* delta-lambda/lambda (percent) */
+    int dispsteps;                /* -1 = auto */
+    double hdivrange_mrad, vdivrange_mrad;   /* -1 = auto */
+    double hdivstep_mrad, vdivstep_mrad;     /* -1 = auto */
+    int hdivsteps, vdivsteps;                /* -1 = auto */
+    int round_div;                /* 1: trim the divergence grid to an ellipse */
+    double fluence;               /* photons/m^2 */
+    double flux;                  /* photons/s; 0 = use fluence */
+    double exposure_s;
+    double beamsize_mm;
+    double polarization;          /* Kahn factor */
+    int nopolar;
+    /* user sources: n rows of X Y Z weight lambda(m), NAN where a column is missing */
+    const double *sources;
+    int n_sources;
+
+    /* --- detector --- */
+    double distance_mm;           /* crystal to detector along the beam */
+    double close_distance_mm;     /* NAN = unset */
+    double pixel_mm;
+    double detsize_f_mm, detsize_s_mm;
+    int fpixels, spixels;         /* 0 = from detsize */
+    double Xbeam_mm, Ybeam_mm;    /* NAN = unset */
+    double Xclose_mm, Yclose_mm;  /* NAN = unset */
+    double ORGX_px, ORGY_px;      /* NAN = unset */
+    nb_pivot pivot;
+    nb_convention convention;
+    double fdet[3], sdet[3], odet[3], beam[3], polar_vec[3], spindle[3], twotheta_axis[3];
+    int custom_basis;             /* one of -fdet/-sdet/-odet_vector was given */
+    nb_pix0_units pix0_units;
+    double pix0[3];               /* in pix0_units */
+    double rot_deg[3];            /* detector rotations about x, y, z (degrees) */
+    double twotheta_deg;
+    int curved_det;
+    int point_pixel;
+    double detector_abs_um;       /* attenuation depth; NAN unset, 0 or INFINITY = no absorption */
+    double detector_thick_um;
+    int detector_thicksteps;      /* -1 = auto */
+    int oversample;               /* <= 0 = auto */
+    int oversample_thick, oversample_polar, oversample_omega;
+    int roi[4];                   /* xmin xmax ymin ymax (pixels, inclusive); -1 = edge */
+    double dmin_A;                /* 0 = no cut */
+    double water_um;
+
+    /* --- spindle and mosaicity --- */
+    double phi_deg, osc_deg, phistep_deg;    /* osc/phistep -1 = auto */
+    int phisteps;                 /* -1 = auto */
+    double mosaic_deg;            /* -1 = unset */
+    int mosaic_domains;           /* -1 = auto */
+    long mosaic_seed;             /* as typed */
+
+    /* --- noise and output scaling --- */
+    long seed;                    /* -seed as typed */
+    double adc_offset;
+    double intfile_scale;         /* <= 0: auto-scale to 55000 */
+    double pgm_scale;             /* <= 0: auto */
+} nb_params;
+
+void nb_params_init(nb_params *p);
+
+/* The uniform generator shared by misset, mosaic and noise streams: one
+ * shuffle table, each stream with its own state word, as the reference. */
+typedef struct nb_rng {
+    long iy;
+    long iv[32];
+} nb_rng;
+float nb_ran1(nb_rng *rng, long *idum);
+
+/* Structure factors on a dense grid with one padding plane per axis. */
+typedef struct nb_hkl {
+    int h_min, h_max, k_min, k_max, l_min, l_max;
+    long count;                   /* reflections read; 0 = no grid (default_F everywhere) */
+    double *F;                    /* (h_range+1)*(k_range+1)*(l_range+1) values */
+} nb_hkl;
+
+static inline size_t nb_hkl_index(const nb_hkl *g, int h, int k, int l) {
+    size_t kr = (size_t)(g->k_max - g->k_min + 2), lr = (size_t)(g->l_max - g->l_min + 2);
+    return ((size_t)(h - g->h_min) * kr + (size_t)(k - g->k_min)) * lr + (size_t)(l - g->l_min);
+}
+
+/* Text HKL ("h k l F" per line; '#' comments, blank lines and extra columns
+ * allowed).  Grid cells not listed get default_F.  Returns NB_OK or an error
+ * with a message naming the line. */
+int nb_hkl_parse_text(const char *text, size_t len, double default_F, nb_hkl *out, char *err, size_t errlen);
+/* Fdump.bin cache, in the reference's binary layout. */
+int nb_fdump_parse(const unsigned char *buf, size_t len, nb_hkl *out, char *err, size_t errlen);
+size_t nb_fdump_size(const nb_hkl *g);
+void nb_fdump_encode(const nb_hkl *g, unsigned char *out);   /* out: nb_fdump_size() bytes */
+/* Grid from n rows of h k l F (integral indices), as a caller's array. */
+int nb_hkl_from_rows(const double *rows, size_t n, double default_F, nb_hkl *out, char *err, size_t errlen);
+void nb_hkl_free(nb_hkl *g);
+
+/* Everything the kernel needs, in SI units, with all defaults resolved. */
+typedef struct nb_setup {
+    /* detector */
+    int fpixels, spixels;
+    double pixel_m, detsize_f_m, detsize_s_m;
+    double distance_m, close_distance_m;
+    double fdet[3], sdet[3], odet[3], pix0_m[3], beam[3], polar_vec[3], vert_vec[3], spindle[3], twotheta_axis[3];
+    double Xbeam_m, Ybeam_m, Fbeam_m, Sbeam_m, Xclose_m, Yclose_m, Fclose_m, Sclose_m;
+    double ORGX_px, ORGY_px, dials_origin_mm[3];
+    double twotheta_rad;
+    nb_convention convention;
+    nb_pivot pivot;
+    int curved_det, point_pixel;
+    int roi_xmin, roi_xmax, roi_ymin, roi_ymax;
+    int oversample, oversample_thick, oversample_polar, oversample_omega;
+    double subpixel_m;
+    int thicksteps;
+    double thick_m, thickstep_m, mu_per_m;
+    /* beam */
+    double lambda0_m, fluence, flux, exposure_s, beamsize_m;
+    double polarization;
+    int nopolar;
+    int n_sources, divsteps, dispsteps, hdivsteps, vdivsteps;
+    double hdivrange_rad, vdivrange_rad, hdivstep_rad, vdivstep_rad, dispersion, dispstep;
+    double *source_dir;           /* n_sources x 3, unit vectors from sample toward the source */
+    double *source_weight;        /* n_sources (not used in the sum, as the reference) */
+    double *source_lambda_m;      /* n_sources */
+    /* crystal */
+    double a0[3], b0[3], c0[3];   /* direct cell vectors at phi=0, mosaic=0 (m) */
+    double a_star[3], b_star[3], c_star[3];   /* reciprocal vectors (1/Angstrom), unrotated */
+    double cell[6];               /* a b c (A) alpha beta gamma (deg) */
+    double V_cell_A3;
+    double Na, Nb, Nc;
+    nb_shape xtal_shape;
+    double fudge;
+    double default_F;
+    int interpolate;              /* resolved; the render also turns it off with no HKL grid */
+    double dmin_m;
+    double water_m;
+    double I_bg;                  /* water background per pixel before scaling */
+    /* spindle and mosaicity */
+    double phi0_rad, osc_rad, phistep_rad;
+    int phisteps;
+    double mosaic_spread_rad;
+    int mosaic_domains;
+    double *mosaic_umats;         /* mosaic_domains x 9 */
+    double misset_rad[3];
+    /* sampling */
+    long steps;                   /* sources * domains * phisteps * oversample^2 */
+    /* noise */
+    long seed;                    /* reference-internal (negated) seed */
+    nb_rng rng;                   /* generator state after misset and mosaic draws */
+    double adc_offset, intfile_scale, pgm_scale;
+    /* messages for the user, one per line, in the reference's order */
+    char *log;
+    size_t log_len, log_cap;
+    int warn_pix0_ignored;        /* -pix0_vector given with a custom basis: ignored */
+} nb_setup;
+
+int nb_setup_init(const nb_params *p, nb_setup *s, char *err, size_t errlen);
+void nb_setup_free(nb_setup *s);
+
+typedef struct nb_stats {
+    double max_I, max_I_x_m, max_I_y_m;
+    double mean, rms, rmsd;
+    double omega_sum;             /* summed solid angle over sub-pixels (sr), before dividing by steps */
+    long pixels_rendered;
+    int interpolation_fell_back;  /* 1 if interpolation ran out of the HKL grid */
+    long fallback_pixel;          /* raster index of the pixel where that happened */
+    double fallback_hkl[3];
+    int fallback_hkl0[3];
+} nb_stats;
+
+/* Render the float image (spixels x fpixels, fast index fastest).  mask may
+ * be NULL; pixels where it is 0 are skipped.  hkl may be NULL or empty.
+ * nthreads <= 0 means all available.  The result does not depend on it. */
+int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float *image,
+              nb_stats *stats, int nthreads, char *err, size_t errlen);
+
+/* Output scaling, as the reference: only pixels inside the ROI are written. */
+double nb_int_image(const nb_setup *s, const float *image, double max_I, uint16_t *out);          /* returns scale used */
+double nb_pgm_image(const nb_setup *s, const float *image, double intfile_scale, double rmsd, unsigned char *out); /* returns scale used */
+/* Poisson noise with the reference's generator and deviates; rng copied from the setup. */
+void nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *out, double *photons, long *overloads);
+
+/* Encoders and readers of the file formats (memory only). */
+#define NB_SMV_HEADER_BYTES 512
+void nb_smv_header(const nb_setup *s, char header[NB_SMV_HEADER_BYTES]);
+size_t nb_pgm_header(const nb_setup *s, double pgm_scale, char *out, size_t outlen);
+typedef struct nb_smv {
+    int header_bytes, width, height, swap_bytes;
+    char *header;                 /* NUL-terminated header text */
+    uint16_t *data;               /* width*height, host byte order */
+} nb_smv;
+int nb_smv_parse(const unsigned char *buf, size_t len, nb_smv *out, char *err, size_t errlen);
+double nb_smv_value(const nb_smv *smv, const char *keyword);   /* NAN if absent */
+void nb_smv_free(nb_smv *smv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
