@@ -67,16 +67,17 @@ static int orientations_build(const nb_setup *s, orientations *o)
  * per-step corrections that are oversampled (1 otherwise). */
 typedef struct {
     int cap, n;
-    double *Sx, *Sy, *Sz, *w, *acc;
+    double *Sx, *Sy, *Sz, *w, *acc, *latt_sqr, *node;   /* node: grid offset of the nearest node, -1 off grid */
 } samples;
 
 static int samples_alloc(samples *b, int cap)
 {
     b->cap = cap;
     b->n = 0;
-    b->Sx = malloc((size_t)cap * 5 * sizeof(double));
+    b->Sx = malloc((size_t)cap * 7 * sizeof(double));
     if (!b->Sx) return NB_ENOMEM;
-    b->Sy = b->Sx + cap; b->Sz = b->Sy + cap; b->w = b->Sz + cap; b->acc = b->w + cap;
+    b->Sy = b->Sx + cap; b->Sz = b->Sy + cap; b->w = b->Sz + cap; b->acc = b->w + cap; b->latt_sqr = b->acc + cap;
+    b->node = b->latt_sqr + cap;
     return NB_OK;
 }
 
@@ -192,6 +193,14 @@ static inline double lattice_factor_fast(double h, double N)
     u -= rint(u);
     double den = sinpi_reduced(t);
     return den != 0.0 ? sinpi_reduced(u) / den : N;
+}
+
+/* ceil(x - 0.5), the reference's rounding to the nearest Miller index, from
+ * rint() so that the vectoriser can use it */
+static inline double nearest_index(double x)
+{
+    double y = x - 0.5, r = rint(y);
+    return r < y ? r + 1.0 : r;
 }
 
 /* Reference forms of the spot shapes. */
@@ -313,39 +322,63 @@ static double pixel_sum_in_order(const kernel_ctx *k, const samples *b, int *int
     return I;
 }
 
+/* Nearest-node structure factor grid as seen by the vector loop. */
+typedef struct {
+    double hmin, hmax, kmin, kmax, lmin, lmax, hstride, kstride, default_F;
+    const double *F;
+} grid_view;
+
+/* acc[j] += F_latt^2 F_cell^2 of one orientation for every sample j.  The
+ * arithmetic runs as one vector loop; the structure-factor look-up, a
+ * gather, runs as a second, scalar one. */
+#ifdef __GNUC__
+__attribute__((noinline))
+#endif
+static void accumulate_orientation(int n, const double *restrict Sx, const double *restrict Sy, const double *restrict Sz,
+                                   const double *restrict abc, double Na, double Nb, double Nc,
+                                   const grid_view *gv, double *restrict latt_sqr, double *restrict node,
+                                   double *restrict acc)
+{
+    const double ax = abc[0], ay = abc[1], az = abc[2], bx = abc[3], by = abc[4], bz = abc[5];
+    const double cx = abc[6], cy = abc[7], cz = abc[8];
+    const double hmin = gv->hmin, hmax = gv->hmax, kmin = gv->kmin, kmax = gv->kmax, lmin = gv->lmin, lmax = gv->lmax;
+    const double hstride = gv->hstride, kstride = gv->kstride;
+    for (int j = 0; j < n; ++j) {
+        double h = ax * Sx[j] + ay * Sy[j] + az * Sz[j];
+        double kk = bx * Sx[j] + by * Sy[j] + bz * Sz[j];
+        double l = cx * Sx[j] + cy * Sy[j] + cz * Sz[j];
+        double latt = lattice_factor_fast(h, Na) * lattice_factor_fast(kk, Nb) * lattice_factor_fast(l, Nc);
+        double h0 = nearest_index(h), k0 = nearest_index(kk), l0 = nearest_index(l);
+        int inside = (h0 >= hmin) & (h0 <= hmax) & (k0 >= kmin) & (k0 <= kmax) & (l0 >= lmin) & (l0 <= lmax);
+        latt_sqr[j] = latt * latt;
+        node[j] = inside ? (h0 - hmin) * hstride + (k0 - kmin) * kstride + (l0 - lmin) : -1.0;
+    }
+    const double *restrict F = gv->F;
+    const double default_F = gv->default_F;
+    for (int j = 0; j < n; ++j) {
+        double Fc = node[j] >= 0 ? F[(long)node[j]] : default_F;
+        acc[j] += latt_sqr[j] * Fc * Fc;
+    }
+}
+
 /* F_latt^2 F_cell^2 summed over orientations, for every sample at once. */
 static void accumulate_fast(const kernel_ctx *k, samples *b)
 {
     const nb_setup *s = k->s;
     const orientations *o = k->o;
     const nb_hkl *g = k->hkl;
-    const int n = b->n;
-    const double Na = s->Na, Nb = s->Nb, Nc = s->Nc, default_F = s->default_F;
-    const double *restrict Sx = b->Sx, *restrict Sy = b->Sy, *restrict Sz = b->Sz;
-    double *restrict acc = b->acc;
-    for (int j = 0; j < n; ++j) acc[j] = 0.0;
-    const int grid = k->have_grid;
-    const double hmin = grid ? g->h_min : 0, hmax = grid ? g->h_max : -1;
-    const double kmin = grid ? g->k_min : 0, kmax = grid ? g->k_max : -1;
-    const double lmin = grid ? g->l_min : 0, lmax = grid ? g->l_max : -1;
-    const double kstride = grid ? (double)(g->l_max - g->l_min + 2) : 0;
-    const double hstride = grid ? (double)(g->k_max - g->k_min + 2) * kstride : 0;
-    const double *restrict F = grid ? g->F : &default_F;
+    grid_view gv = { 0, -1, 0, -1, 0, -1, 0, 0, s->default_F, &s->default_F };
+    if (k->have_grid) {
+        gv.hmin = g->h_min; gv.hmax = g->h_max; gv.kmin = g->k_min; gv.kmax = g->k_max;
+        gv.lmin = g->l_min; gv.lmax = g->l_max;
+        gv.kstride = (double)(g->l_max - g->l_min + 2);
+        gv.hstride = (double)(g->k_max - g->k_min + 2) * gv.kstride;
+        gv.F = g->F;
+    }
+    for (int j = 0; j < b->n; ++j) b->acc[j] = 0.0;
     for (int q = 0; q < o->n; ++q) {
-        const double ax = o->ax[q], ay = o->ay[q], az = o->az[q];
-        const double bx = o->bx[q], by = o->by[q], bz = o->bz[q];
-        const double cx = o->cx[q], cy = o->cy[q], cz = o->cz[q];
-        for (int j = 0; j < n; ++j) {
-            double h = ax * Sx[j] + ay * Sy[j] + az * Sz[j];
-            double kk = bx * Sx[j] + by * Sy[j] + bz * Sz[j];
-            double l = cx * Sx[j] + cy * Sy[j] + cz * Sz[j];
-            double latt = lattice_factor_fast(h, Na) * lattice_factor_fast(kk, Nb) * lattice_factor_fast(l, Nc);
-            double h0 = ceil(h - 0.5), k0 = ceil(kk - 0.5), l0 = ceil(l - 0.5);
-            int inside = h0 >= hmin && h0 <= hmax && k0 >= kmin && k0 <= kmax && l0 >= lmin && l0 <= lmax;
-            long idx = inside ? (long)((h0 - hmin) * hstride + (k0 - kmin) * kstride + (l0 - lmin)) : 0;
-            double Fc = inside ? F[idx] : default_F;
-            acc[j] += latt * latt * Fc * Fc;
-        }
+        double abc[9] = { o->ax[q], o->ay[q], o->az[q], o->bx[q], o->by[q], o->bz[q], o->cx[q], o->cy[q], o->cz[q] };
+        accumulate_orientation(b->n, b->Sx, b->Sy, b->Sz, abc, s->Na, s->Nb, s->Nc, &gv, b->latt_sqr, b->node, b->acc);
     }
 }
 
