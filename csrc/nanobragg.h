@@ -150,7 +150,8 @@ int nb_hkl_parse_text(const char *text, size_t len, double default_F, nb_hkl *ou
 int nb_fdump_parse(const unsigned char *buf, size_t len, nb_hkl *out, char *err, size_t errlen);
 size_t nb_fdump_size(const nb_hkl *g);
 void nb_fdump_encode(const nb_hkl *g, unsigned char *out);   /* out: nb_fdump_size() bytes */
-/* Grid from n rows of h k l F (integral indices), as a caller's array. */
+/* Grid from n rows of h k l F (integral indices), as a caller's array;
+ * n = 0 gives the empty grid (count 0, F NULL, nb_fdump_size() 0). */
 int nb_hkl_from_rows(const double *rows, size_t n, double default_F, nb_hkl *out, char *err, size_t errlen);
 void nb_hkl_free(nb_hkl *g);
 
@@ -242,6 +243,12 @@ void nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *
 /* Encoders and readers of the file formats (memory only). */
 #define NB_SMV_HEADER_BYTES 512
 void nb_smv_header(const nb_setup *s, char header[NB_SMV_HEADER_BYTES]);
+/* The header exactly as the reference writes it: space-padded to 512 bytes,
+ * or, when the text is longer (e.g. 4-digit pixel counts with long %g
+ * values), that whole text unpadded while HEADER_BYTES still says 512.
+ * Writes min(length, outlen) bytes, no NUL; returns the length (< 1024).
+ * nb_smv_header() gives the first 512 bytes of it. */
+size_t nb_smv_header_text(const nb_setup *s, char *out, size_t outlen);
 size_t nb_pgm_header(const nb_setup *s, double pgm_scale, char *out, size_t outlen);
 typedef struct nb_smv {
     int header_bytes, width, height, swap_bytes;
