@@ -1,0 +1,722 @@
+// binding.cpp - the nanobragg._core extension module.
+//
+// Marshalling only: Python dicts, bytes and NumPy arrays <-> the C structs of
+// nanobragg.h.  Every C allocation is owned by an RAII wrapper so that it is
+// freed whatever path (success, C error, Python exception) is taken; every
+// non-zero C return becomes ValueError(<the C message>).  The GIL is released
+// around nb_render and around the parsers of large inputs.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cctype>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nanobragg.h"
+
+namespace py = pybind11;
+
+namespace {
+
+constexpr size_t kErrLen = 1024;
+
+[[noreturn]] void raise_c_error(const char *what, const char *err) {
+    std::string msg = (err && err[0]) ? std::string(err) : std::string(what) + " failed";
+    throw py::value_error(msg);
+}
+
+// UTF-8 text from the engine (messages, headers) as str, never failing.
+py::str decode_text(const char *text, size_t n = (size_t)-1) {
+    if (!text) return py::str("");
+    if (n == (size_t)-1) n = std::strlen(text);
+    PyObject *o = PyUnicode_DecodeUTF8(text, (Py_ssize_t)n, "replace");
+    if (!o) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(o);
+}
+
+// ------------------------------------------------------------ RAII owners --
+
+struct SetupOwner {
+    nb_setup s;
+    SetupOwner() { std::memset(&s, 0, sizeof s); }
+    ~SetupOwner() { nb_setup_free(&s); }
+    SetupOwner(const SetupOwner &) = delete;
+    SetupOwner &operator=(const SetupOwner &) = delete;
+};
+
+struct HklOwner {
+    nb_hkl g;
+    HklOwner() { std::memset(&g, 0, sizeof g); }
+    ~HklOwner() { nb_hkl_free(&g); }
+    HklOwner(const HklOwner &) = delete;
+    HklOwner &operator=(const HklOwner &) = delete;
+};
+
+struct SmvOwner {
+    nb_smv v;
+    SmvOwner() { std::memset(&v, 0, sizeof v); }
+    ~SmvOwner() { nb_smv_free(&v); }
+    SmvOwner(const SmvOwner &) = delete;
+    SmvOwner &operator=(const SmvOwner &) = delete;
+};
+
+// A read-only contiguous view of any buffer-protocol object (bytes,
+// bytearray, memoryview, NumPy array), released on scope exit.
+class ByteView {
+  public:
+    explicit ByteView(const py::object &obj, const char *what) {
+        if (PyUnicode_Check(obj.ptr()))
+            throw py::type_error(std::string(what) + ": expected bytes, got str");
+        if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_SIMPLE) != 0) {
+            PyErr_Clear();
+            throw py::type_error(std::string(what) + ": expected a bytes-like object, got " +
+                                 std::string(py::str(py::type::of(obj).attr("__name__"))));
+        }
+    }
+    ~ByteView() { PyBuffer_Release(&view_); }
+    ByteView(const ByteView &) = delete;
+    ByteView &operator=(const ByteView &) = delete;
+    const unsigned char *data() const { return static_cast<const unsigned char *>(view_.buf); }
+    size_t size() const { return static_cast<size_t>(view_.len); }
+
+  private:
+    Py_buffer view_{};
+};
+
+// ----------------------------------------------------------- enum names --
+
+struct EnumName {
+    const char *name;
+    int value;
+};
+struct EnumTable {
+    const char *what;
+    const EnumName *names;
+    size_t n;
+};
+
+const EnumName kConvNames[] = {{"custom", NB_CONV_CUSTOM}, {"adxv", NB_CONV_ADXV},   {"mosflm", NB_CONV_MOSFLM},
+                               {"xds", NB_CONV_XDS},       {"dials", NB_CONV_DIALS}, {"denzo", NB_CONV_DENZO}};
+const EnumName kPivotNames[] = {{"beam", NB_PIVOT_BEAM}, {"sample", NB_PIVOT_SAMPLE}};
+const EnumName kShapeNames[] = {
+    {"square", NB_SHAPE_SQUARE}, {"round", NB_SHAPE_ROUND}, {"gauss", NB_SHAPE_GAUSS}, {"tophat", NB_SHAPE_TOPHAT}};
+const EnumName kMissetNames[] = {{"none", NB_MISSET_NONE}, {"angles", NB_MISSET_ANGLES}, {"random", NB_MISSET_RANDOM}};
+const EnumName kPix0Names[] = {{"none", NB_PIX0_NONE}, {"m", NB_PIX0_METRES}, {"mm", NB_PIX0_MILLIMETRES}};
+
+#define NB_ENUM_TABLE(what, arr) EnumTable{what, arr, sizeof(arr) / sizeof(arr[0])}
+const EnumTable kConv = NB_ENUM_TABLE("convention", kConvNames);
+const EnumTable kPivot = NB_ENUM_TABLE("pivot", kPivotNames);
+const EnumTable kShape = NB_ENUM_TABLE("xtal_shape", kShapeNames);
+const EnumTable kMisset = NB_ENUM_TABLE("misset_mode", kMissetNames);
+const EnumTable kPix0 = NB_ENUM_TABLE("pix0_units", kPix0Names);
+#undef NB_ENUM_TABLE
+
+static_assert(sizeof(nb_convention) == sizeof(int) && sizeof(nb_pivot) == sizeof(int) &&
+                  sizeof(nb_shape) == sizeof(int) && sizeof(nb_misset_mode) == sizeof(int) &&
+                  sizeof(nb_pix0_units) == sizeof(int),
+              "enums are stored through int pointers");
+
+const char *enum_to_name(const EnumTable &t, int v) {
+    for (size_t i = 0; i < t.n; i++)
+        if (t.names[i].value == v) return t.names[i].name;
+    return "unknown";
+}
+
+// ------------------------------------------------------------ field table --
+
+enum class Kind { Double, Int, Long, Enum };
+
+constexpr size_t kNoFlag = static_cast<size_t>(-1);
+
+struct Field {
+    const char *name;
+    Kind kind;
+    size_t offset;
+    int count;                  // 1 for scalars, else array length
+    const EnumTable *enums;     // Kind::Enum only
+    size_t flag_offset;         // int set to 1 when this field is given (has_cell for cell, ...)
+};
+
+#define P_D(f) Field{#f, Kind::Double, offsetof(nb_params, f), 1, nullptr, kNoFlag}
+#define P_DN(f, n) Field{#f, Kind::Double, offsetof(nb_params, f), n, nullptr, kNoFlag}
+#define P_I(f) Field{#f, Kind::Int, offsetof(nb_params, f), 1, nullptr, kNoFlag}
+#define P_IN(f, n) Field{#f, Kind::Int, offsetof(nb_params, f), n, nullptr, kNoFlag}
+#define P_L(f) Field{#f, Kind::Long, offsetof(nb_params, f), 1, nullptr, kNoFlag}
+#define P_E(f, t) Field{#f, Kind::Enum, offsetof(nb_params, f), 1, &t, kNoFlag}
+#define P_FLAGGED(f, kind, n, flag) Field{#f, kind, offsetof(nb_params, f), n, nullptr, offsetof(nb_params, flag)}
+
+// Every nb_params field but the `sources` pointer (set from an array) and
+// n_sources (derived from that array).
+const Field kParamFields[] = {
+    // crystal
+    P_I(has_cell), P_FLAGGED(cell, Kind::Double, 6, has_cell), P_I(has_amat),
+    P_FLAGGED(amat, Kind::Double, 9, has_amat), P_E(misset_mode, kMisset), P_DN(misset_deg, 3),
+    P_FLAGGED(misset_seed, Kind::Long, 1, has_misset_seed), P_I(has_misset_seed), P_D(Na), P_D(Nb), P_D(Nc),
+    P_DN(xtal_size_mm, 3), P_E(xtal_shape, kShape), P_D(fudge), P_D(default_F), P_I(interpolate),
+    // beam
+    P_D(lambda_A), P_D(dispersion_pct), P_I(dispsteps), P_D(hdivrange_mrad), P_D(vdivrange_mrad),
+    P_D(hdivstep_mrad), P_D(vdivstep_mrad), P_I(hdivsteps), P_I(vdivsteps), P_I(round_div), P_D(fluence),
+    P_D(flux), P_D(exposure_s), P_D(beamsize_mm), P_D(polarization), P_I(nopolar),
+    // detector
+    P_D(distance_mm), P_D(close_distance_mm), P_D(pixel_mm), P_D(detsize_f_mm), P_D(detsize_s_mm), P_I(fpixels),
+    P_I(spixels), P_D(Xbeam_mm), P_D(Ybeam_mm), P_D(Xclose_mm), P_D(Yclose_mm), P_D(ORGX_px), P_D(ORGY_px),
+    P_E(pivot, kPivot), P_E(convention, kConv), P_DN(fdet, 3), P_DN(sdet, 3), P_DN(odet, 3), P_DN(beam, 3),
+    P_DN(polar_vec, 3), P_DN(spindle, 3), P_DN(twotheta_axis, 3), P_I(custom_basis), P_E(pix0_units, kPix0),
+    P_DN(pix0, 3), P_DN(rot_deg, 3), P_D(twotheta_deg), P_I(curved_det), P_I(point_pixel), P_D(detector_abs_um),
+    P_D(detector_thick_um), P_I(detector_thicksteps), P_I(oversample), P_I(oversample_thick),
+    P_I(oversample_polar), P_I(oversample_omega), P_IN(roi, 4), P_D(dmin_A), P_D(water_um),
+    // spindle and mosaicity
+    P_D(phi_deg), P_D(osc_deg), P_D(phistep_deg), P_I(phisteps), P_D(mosaic_deg), P_I(mosaic_domains),
+    P_L(mosaic_seed),
+    // noise and output scaling
+    P_L(seed), P_D(adc_offset), P_D(intfile_scale), P_D(pgm_scale),
+};
+#undef P_D
+#undef P_DN
+#undef P_I
+#undef P_IN
+#undef P_L
+#undef P_E
+#undef P_FLAGGED
+
+const Field *find_param(const std::string &name) {
+    for (const Field &f : kParamFields)
+        if (name == f.name) return &f;
+    return nullptr;
+}
+
+[[noreturn]] void bad_value(const std::string &key, const std::string &why) {
+    throw py::value_error("parameter '" + key + "': " + why);
+}
+
+std::string type_name(const py::handle &h) { return std::string(py::str(py::type::of(h).attr("__name__"))); }
+
+bool is_number(const py::handle &h) {
+    if (PyUnicode_Check(h.ptr()) || PyBytes_Check(h.ptr())) return false;
+    return PyNumber_Check(h.ptr()) != 0;
+}
+
+double to_double(const py::handle &h, const std::string &key) {
+    if (!is_number(h)) bad_value(key, "expected a number, got " + type_name(h));
+    double v = PyFloat_AsDouble(h.ptr());
+    if (v == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        bad_value(key, "expected a number, got " + type_name(h));
+    }
+    return v;
+}
+
+long long to_integer(const py::handle &h, const std::string &key, long long lo, long long hi) {
+    if (!is_number(h)) bad_value(key, "expected an integer, got " + type_name(h));
+    long long v;
+    if (PyFloat_Check(h.ptr()) || (!PyLong_Check(h.ptr()) && !PyIndex_Check(h.ptr()))) {
+        double d = to_double(h, key);   // float or float-like (numpy.float64): must be integral
+        if (!std::isfinite(d) || d != std::floor(d) || d < (double)lo || d > (double)hi)
+            bad_value(key, "expected an integer, got " + std::string(py::str(py::repr(h))));
+        v = static_cast<long long>(d);
+    } else {
+        py::object idx = py::reinterpret_steal<py::object>(PyNumber_Index(h.ptr()));
+        if (!idx) {
+            PyErr_Clear();
+            bad_value(key, "expected an integer, got " + type_name(h));
+        }
+        int overflow = 0;
+        v = PyLong_AsLongLongAndOverflow(idx.ptr(), &overflow);
+        if (overflow || (v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            bad_value(key, "integer out of range");
+        }
+    }
+    if (v < lo || v > hi) bad_value(key, "integer out of range");
+    return v;
+}
+
+int to_enum(const py::handle &h, const std::string &key, const EnumTable &t) {
+    std::string choices;
+    for (size_t i = 0; i < t.n; i++) choices += std::string(i ? "|" : "") + t.names[i].name;
+    if (PyUnicode_Check(h.ptr())) {
+        std::string s = py::cast<std::string>(h);
+        for (char &c : s) c = (char)std::tolower((unsigned char)c);
+        for (size_t i = 0; i < t.n; i++)
+            if (s == t.names[i].name) return t.names[i].value;
+        bad_value(key, "expected one of " + choices + ", got '" + py::cast<std::string>(h) + "'");
+    }
+    if (!PyBool_Check(h.ptr()) && is_number(h)) {   // the C value itself is accepted too
+        long long v = to_integer(h, key, std::numeric_limits<int>::min(), std::numeric_limits<int>::max());
+        for (size_t i = 0; i < t.n; i++)
+            if (v == t.names[i].value) return (int)v;
+    }
+    bad_value(key, "expected one of " + choices + ", got " + std::string(py::str(py::repr(h))));
+}
+
+void set_scalar(const Field &f, const py::handle &h, const std::string &key, char *dst) {
+    switch (f.kind) {
+    case Kind::Double: *reinterpret_cast<double *>(dst) = to_double(h, key); break;
+    case Kind::Int:
+        *reinterpret_cast<int *>(dst) =
+            (int)to_integer(h, key, std::numeric_limits<int>::min(), std::numeric_limits<int>::max());
+        break;
+    case Kind::Long:
+        *reinterpret_cast<long *>(dst) =
+            (long)to_integer(h, key, std::numeric_limits<long>::min(), std::numeric_limits<long>::max());
+        break;
+    case Kind::Enum: *reinterpret_cast<int *>(dst) = to_enum(h, key, *f.enums); break;
+    }
+}
+
+size_t elem_size(Kind k) {
+    switch (k) {
+    case Kind::Double: return sizeof(double);
+    case Kind::Long: return sizeof(long);
+    default: return sizeof(int);
+    }
+}
+
+void set_field(nb_params &p, const Field &f, const py::handle &value, const std::string &key) {
+    char *base = reinterpret_cast<char *>(&p) + f.offset;
+    if (f.count == 1) {
+        set_scalar(f, value, key, base);
+    } else {
+        if (PyUnicode_Check(value.ptr()) || PyBytes_Check(value.ptr()) || !PySequence_Check(value.ptr()))
+            bad_value(key, "expected a sequence of " + std::to_string(f.count) + " numbers, got " + type_name(value));
+        py::sequence seq = py::reinterpret_borrow<py::sequence>(value);
+        if ((int)seq.size() != f.count)
+            bad_value(key, "expected " + std::to_string(f.count) + " values, got " + std::to_string(seq.size()));
+        // convert into a scratch copy first: a bad element leaves the field untouched
+        std::vector<char> tmp(elem_size(f.kind) * f.count);
+        for (int i = 0; i < f.count; i++)
+            set_scalar(f, seq[i], key + "[" + std::to_string(i) + "]", tmp.data() + i * elem_size(f.kind));
+        std::memcpy(base, tmp.data(), tmp.size());
+    }
+    if (f.flag_offset != kNoFlag) *reinterpret_cast<int *>(reinterpret_cast<char *>(&p) + f.flag_offset) = 1;
+}
+
+// -------------------------------------------------- geometry (nb_setup) --
+
+struct OutField {
+    const char *name;
+    Kind kind;
+    size_t offset;
+    int count;
+    const EnumTable *enums;
+};
+
+#define S_D(f) OutField{#f, Kind::Double, offsetof(nb_setup, f), 1, nullptr}
+#define S_DN(f, n) OutField{#f, Kind::Double, offsetof(nb_setup, f), n, nullptr}
+#define S_I(f) OutField{#f, Kind::Int, offsetof(nb_setup, f), 1, nullptr}
+#define S_L(f) OutField{#f, Kind::Long, offsetof(nb_setup, f), 1, nullptr}
+#define S_E(f, t) OutField{#f, Kind::Enum, offsetof(nb_setup, f), 1, &t}
+
+// Every scalar and small-array field of nb_setup (pointers, the RNG state and
+// the log are left out; the per-source and per-domain arrays are added
+// separately as NumPy arrays).
+const OutField kSetupFields[] = {
+    // detector
+    S_I(fpixels), S_I(spixels), S_D(pixel_m), S_D(detsize_f_m), S_D(detsize_s_m), S_D(distance_m),
+    S_D(close_distance_m), S_DN(fdet, 3), S_DN(sdet, 3), S_DN(odet, 3), S_DN(pix0_m, 3), S_DN(beam, 3),
+    S_DN(polar_vec, 3), S_DN(vert_vec, 3), S_DN(spindle, 3), S_DN(twotheta_axis, 3), S_D(Xbeam_m), S_D(Ybeam_m),
+    S_D(Fbeam_m), S_D(Sbeam_m), S_D(Xclose_m), S_D(Yclose_m), S_D(Fclose_m), S_D(Sclose_m), S_D(ORGX_px),
+    S_D(ORGY_px), S_DN(dials_origin_mm, 3), S_D(twotheta_rad), S_E(convention, kConv), S_E(pivot, kPivot),
+    S_I(curved_det), S_I(point_pixel), S_I(roi_xmin), S_I(roi_xmax), S_I(roi_ymin), S_I(roi_ymax),
+    S_I(oversample), S_I(oversample_thick), S_I(oversample_polar), S_I(oversample_omega), S_D(subpixel_m),
+    S_I(thicksteps), S_D(thick_m), S_D(thickstep_m), S_D(mu_per_m),
+    // beam
+    S_D(lambda0_m), S_D(fluence), S_D(flux), S_D(exposure_s), S_D(beamsize_m), S_D(polarization), S_I(nopolar),
+    S_I(n_sources), S_I(divsteps), S_I(dispsteps), S_I(hdivsteps), S_I(vdivsteps), S_D(hdivrange_rad),
+    S_D(vdivrange_rad), S_D(hdivstep_rad), S_D(vdivstep_rad), S_D(dispersion), S_D(dispstep),
+    // crystal
+    S_DN(a0, 3), S_DN(b0, 3), S_DN(c0, 3), S_DN(a_star, 3), S_DN(b_star, 3), S_DN(c_star, 3), S_DN(cell, 6),
+    S_D(V_cell_A3), S_D(Na), S_D(Nb), S_D(Nc), S_E(xtal_shape, kShape), S_D(fudge), S_D(default_F),
+    S_I(interpolate), S_D(dmin_m), S_D(water_m), S_D(I_bg),
+    // spindle and mosaicity
+    S_D(phi0_rad), S_D(osc_rad), S_D(phistep_rad), S_I(phisteps), S_D(mosaic_spread_rad), S_I(mosaic_domains),
+    S_DN(misset_rad, 3),
+    // sampling, noise, scaling
+    S_L(steps), S_L(seed), S_D(adc_offset), S_D(intfile_scale), S_D(pgm_scale), S_I(warn_pix0_ignored),
+};
+#undef S_D
+#undef S_DN
+#undef S_I
+#undef S_L
+#undef S_E
+
+py::object out_scalar(const OutField &f, const char *src) {
+    switch (f.kind) {
+    case Kind::Double: return py::float_(*reinterpret_cast<const double *>(src));
+    case Kind::Int: return py::int_(*reinterpret_cast<const int *>(src));
+    case Kind::Long: return py::int_(*reinterpret_cast<const long *>(src));
+    case Kind::Enum: return py::str(enum_to_name(*f.enums, *reinterpret_cast<const int *>(src)));
+    }
+    return py::none();
+}
+
+template <typename T>
+py::array_t<T> copy_array(const T *src, std::vector<py::ssize_t> shape) {
+    py::array_t<T> a(shape);
+    size_t n = 1;
+    for (auto d : shape) n *= (size_t)d;
+    if (n) {
+        if (src)
+            std::memcpy(a.mutable_data(), src, n * sizeof(T));
+        else
+            std::memset(a.mutable_data(), 0, n * sizeof(T));
+    }
+    return a;
+}
+
+// ------------------------------------------------------------------ Hkl --
+
+class Hkl {
+  public:
+    HklOwner own;
+
+    static Hkl *from_text(const py::object &data, double default_F) {
+        ByteView buf(data, "Hkl.from_text");
+        auto h = std::make_unique<Hkl>();
+        char err[kErrLen] = "";
+        int rc;
+        {
+            py::gil_scoped_release nogil;
+            rc = nb_hkl_parse_text(reinterpret_cast<const char *>(buf.data()), buf.size(), default_F, &h->own.g, err,
+                                   sizeof err);
+        }
+        if (rc != NB_OK) raise_c_error("nb_hkl_parse_text", err);
+        return h.release();
+    }
+
+    static Hkl *from_fdump(const py::object &data) {
+        ByteView buf(data, "Hkl.from_fdump");
+        auto h = std::make_unique<Hkl>();
+        char err[kErrLen] = "";
+        int rc;
+        {
+            py::gil_scoped_release nogil;
+            rc = nb_fdump_parse(buf.data(), buf.size(), &h->own.g, err, sizeof err);
+        }
+        if (rc != NB_OK) raise_c_error("nb_fdump_parse", err);
+        return h.release();
+    }
+
+    static Hkl *from_rows(py::array_t<double, py::array::c_style | py::array::forcecast> rows, double default_F) {
+        if (!(rows.ndim() == 2 && rows.shape(1) == 4) && !(rows.ndim() == 1 && rows.shape(0) == 0))
+            throw py::value_error("Hkl.from_rows: expected an array of shape (n, 4) (h k l F per row)");
+        size_t n = rows.ndim() == 2 ? (size_t)rows.shape(0) : 0;
+        auto h = std::make_unique<Hkl>();
+        char err[kErrLen] = "";
+        int rc = nb_hkl_from_rows(rows.data(), n, default_F, &h->own.g, err, sizeof err);
+        if (rc != NB_OK) raise_c_error("nb_hkl_from_rows", err);
+        return h.release();
+    }
+
+    py::bytes fdump() const {
+        size_t n = nb_fdump_size(&own.g);
+        std::string out(n, '\0');
+        if (n) nb_fdump_encode(&own.g, reinterpret_cast<unsigned char *>(&out[0]));
+        return py::bytes(out);
+    }
+
+    const nb_hkl *grid() const { return &own.g; }
+};
+
+// ---------------------------------------------------------------- Setup --
+
+using FloatImage = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+class Setup {
+  public:
+    explicit Setup(const py::dict &params) {
+        nb_params p;
+        nb_params_init(&p);
+
+        // Pass 1: every field; giving cell/amat/misset_seed also sets its
+        // has_* flag.  Pass 2: explicit has_* keys, so that they win
+        // whatever the dict order.
+        std::vector<std::pair<const Field *, py::handle>> flags;
+        for (auto item : params) {
+            if (!PyUnicode_Check(item.first.ptr()))
+                throw py::type_error("parameter names must be str, got " + type_name(item.first));
+            std::string key = py::cast<std::string>(item.first);
+            if (key == "sources") {
+                set_sources(p, item.second);
+                continue;
+            }
+            const Field *f = find_param(key);
+            if (!f) {
+                if (key == "n_sources")
+                    throw py::type_error("unknown parameter 'n_sources' (it is set from 'sources')");
+                throw py::type_error("unknown parameter '" + key + "'");
+            }
+            if (key.rfind("has_", 0) == 0) {
+                flags.emplace_back(f, item.second);
+                continue;
+            }
+            set_field(p, *f, item.second, key);
+        }
+        for (auto &fl : flags) set_field(p, *fl.first, fl.second, fl.first->name);
+
+        char err[kErrLen] = "";
+        int rc = nb_setup_init(&p, &own_.s, err, sizeof err);
+        if (rc != NB_OK) raise_c_error("nb_setup_init", err);
+    }
+
+    const nb_setup &s() const { return own_.s; }
+    int fpixels() const { return own_.s.fpixels; }
+    int spixels() const { return own_.s.spixels; }
+
+    py::str log() const {
+        const nb_setup &s = own_.s;
+        return decode_text(s.log, s.log && s.log_len ? s.log_len : (size_t)-1);
+    }
+
+    py::dict geometry() const {
+        const nb_setup &s = own_.s;
+        py::dict d;
+        const char *base = reinterpret_cast<const char *>(&s);
+        for (const OutField &f : kSetupFields) {
+            const char *src = base + f.offset;
+            if (f.count == 1) {
+                d[f.name] = out_scalar(f, src);
+            } else {
+                py::tuple t(f.count);
+                for (int i = 0; i < f.count; i++) t[i] = out_scalar(f, src + i * elem_size(f.kind));
+                d[f.name] = t;
+            }
+        }
+        py::ssize_t ns = s.n_sources > 0 ? s.n_sources : 0;
+        d["source_dir"] = copy_array<double>(s.source_dir, {ns, 3});
+        d["source_weight"] = copy_array<double>(s.source_weight, {ns});
+        d["source_lambda_m"] = copy_array<double>(s.source_lambda_m, {ns});
+        py::ssize_t nd = s.mosaic_domains > 0 && s.mosaic_umats ? s.mosaic_domains : 0;
+        d["mosaic_umats"] = copy_array<double>(s.mosaic_umats, {nd, 3, 3});
+        return d;
+    }
+
+    py::tuple render(const Hkl *hkl, const py::object &mask_obj, int threads) const {
+        const nb_setup &s = own_.s;
+        const py::ssize_t H = s.spixels, W = s.fpixels;
+        py::array_t<uint16_t, py::array::c_style | py::array::forcecast> mask;
+        const uint16_t *mask_ptr = nullptr;
+        if (!mask_obj.is_none()) {
+            mask = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>::ensure(mask_obj);
+            if (!mask) throw py::type_error("render: mask must be an array convertible to uint16");
+            if (mask.ndim() != 2 || mask.shape(0) != H || mask.shape(1) != W)
+                throw py::value_error("render: mask must have shape (" + std::to_string(H) + ", " + std::to_string(W) +
+                                      ")");
+            mask_ptr = mask.data();
+        }
+        py::array_t<float> image({H, W});
+        if (H > 0 && W > 0) std::memset(image.mutable_data(), 0, sizeof(float) * (size_t)(H * W));
+        float *img = image.mutable_data();
+        nb_stats st;
+        std::memset(&st, 0, sizeof st);
+        char err[kErrLen] = "";
+        const nb_hkl *grid = hkl ? hkl->grid() : nullptr;
+        int rc;
+        {
+            py::gil_scoped_release nogil;
+            rc = nb_render(&s, grid, mask_ptr, img, &st, threads, err, sizeof err);
+        }
+        if (rc != NB_OK) raise_c_error("nb_render", err);
+
+        py::dict stats;
+        stats["max_I"] = st.max_I;
+        stats["max_I_x_m"] = st.max_I_x_m;
+        stats["max_I_y_m"] = st.max_I_y_m;
+        stats["mean"] = st.mean;
+        stats["rms"] = st.rms;
+        stats["rmsd"] = st.rmsd;
+        stats["omega_sum"] = st.omega_sum;
+        stats["pixels_rendered"] = st.pixels_rendered;
+        stats["interpolation_fell_back"] = py::bool_(st.interpolation_fell_back != 0);
+        stats["fallback_pixel"] = st.fallback_pixel;
+        stats["fallback_hkl"] = py::make_tuple(st.fallback_hkl[0], st.fallback_hkl[1], st.fallback_hkl[2]);
+        stats["fallback_hkl0"] = py::make_tuple(st.fallback_hkl0[0], st.fallback_hkl0[1], st.fallback_hkl0[2]);
+        return py::make_tuple(image, stats);
+    }
+
+    py::tuple int_image(FloatImage image, double max_I) const {
+        check_image(image, "int_image");
+        py::array_t<uint16_t> out = zeros<uint16_t>();
+        double scale = nb_int_image(&own_.s, image.data(), max_I, out.mutable_data());
+        return py::make_tuple(out, scale);
+    }
+
+    py::tuple pgm_image(FloatImage image, double intfile_scale, double rmsd) const {
+        check_image(image, "pgm_image");
+        py::array_t<uint8_t> out = zeros<uint8_t>();
+        double scale = nb_pgm_image(&own_.s, image.data(), intfile_scale, rmsd, out.mutable_data());
+        return py::make_tuple(out, scale);
+    }
+
+    py::tuple noise_image(FloatImage image, const py::object &seed_obj) const {
+        check_image(image, "noise_image");
+        long seed = own_.s.seed;
+        if (!seed_obj.is_none())
+            seed = -(long)to_integer(seed_obj, "seed", -std::numeric_limits<long>::max(),
+                                     std::numeric_limits<long>::max());
+        py::array_t<uint16_t> out = zeros<uint16_t>();
+        double photons = 0.0;
+        long overloads = 0;
+        nb_noise_image(&own_.s, image.data(), seed, out.mutable_data(), &photons, &overloads);
+        return py::make_tuple(out, photons, overloads);
+    }
+
+    /* The header exactly as the reference writes it: 512 bytes, or longer
+     * (unpadded) when its text does not fit, with the pixels right after. */
+    py::bytes smv_header() const {
+        char hdr[1024];
+        size_t n = nb_smv_header_text(&own_.s, hdr, sizeof hdr);
+        return py::bytes(hdr, n < sizeof hdr ? n : sizeof hdr);
+    }
+
+    py::bytes pgm_header(double scale) const {
+        std::vector<char> buf(256, '\0');
+        size_t n = nb_pgm_header(&own_.s, scale, buf.data(), buf.size());
+        if (n >= buf.size()) {   // snprintf-style: the length it needed
+            buf.assign(n + 1, '\0');
+            n = nb_pgm_header(&own_.s, scale, buf.data(), buf.size());
+            if (n >= buf.size()) n = buf.size() - 1;
+        }
+        return py::bytes(buf.data(), n);
+    }
+
+  private:
+    SetupOwner own_;
+    py::object sources_;   // keeps the (n,5) array nb_params.sources points into alive
+
+    void set_sources(nb_params &p, const py::handle &value) {
+        if (value.is_none()) {
+            sources_ = py::none();
+            p.sources = nullptr;
+            p.n_sources = 0;
+            return;
+        }
+        auto arr = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(value);
+        if (!arr) {
+            PyErr_Clear();
+            bad_value("sources", "expected a float array of shape (n, 5), got " + type_name(value));
+        }
+        if (arr.ndim() == 1 && arr.shape(0) == 0) {
+            sources_ = py::none();
+            p.sources = nullptr;
+            p.n_sources = 0;
+            return;
+        }
+        if (arr.ndim() != 2 || arr.shape(1) != 5)
+            bad_value("sources", "expected shape (n, 5) (X Y Z weight lambda_m per row)");
+        if (arr.shape(0) > std::numeric_limits<int>::max()) bad_value("sources", "too many sources");
+        sources_ = arr;
+        p.sources = arr.data();
+        p.n_sources = (int)arr.shape(0);
+    }
+
+    void check_image(const FloatImage &image, const char *what) const {
+        const nb_setup &s = own_.s;
+        if (image.ndim() != 2 || image.shape(0) != s.spixels || image.shape(1) != s.fpixels)
+            throw py::value_error(std::string(what) + ": image must have shape (" + std::to_string(s.spixels) + ", " +
+                                  std::to_string(s.fpixels) + ")");
+    }
+
+    template <typename T>
+    py::array_t<T> zeros() const {
+        const py::ssize_t H = own_.s.spixels, W = own_.s.fpixels;
+        py::array_t<T> a({H, W});
+        if (H > 0 && W > 0) std::memset(a.mutable_data(), 0, sizeof(T) * (size_t)(H * W));
+        return a;
+    }
+};
+
+// ------------------------------------------------------------------ Smv --
+
+
+class Smv {
+  public:
+    SmvOwner own;
+    py::object data;   // uint16 (height, width), copied once at parse time
+
+    const nb_smv &v() const { return own.v; }
+};
+
+Smv *parse_smv(const py::object &obj) {
+    ByteView buf(obj, "parse_smv");
+    auto smv = std::make_unique<Smv>();
+    char err[kErrLen] = "";
+    int rc;
+    {
+        py::gil_scoped_release nogil;
+        rc = nb_smv_parse(buf.data(), buf.size(), &smv->own.v, err, sizeof err);
+    }
+    if (rc != NB_OK) raise_c_error("nb_smv_parse", err);
+    const nb_smv &v = smv->own.v;
+    py::ssize_t h = v.height > 0 ? v.height : 0, w = v.width > 0 ? v.width : 0;
+    smv->data = copy_array<uint16_t>(v.data, {h, w});
+    return smv.release();
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "nanobragg C engine (marshalling layer; see nanobragg.h)";
+    m.attr("version") = NB_VERSION;
+
+    py::class_<Hkl>(m, "Hkl", "Structure factors on a dense h,k,l grid")
+        .def_static("from_text", &Hkl::from_text, py::arg("data"), py::arg("default_F"),
+                    "Parse 'h k l F' text (bytes).")
+        .def_static("from_fdump", &Hkl::from_fdump, py::arg("data"), "Parse the content of an Fdump.bin cache.")
+        .def_static("from_rows", &Hkl::from_rows, py::arg("rows"), py::arg("default_F"),
+                    "Build from a float64 array of shape (n, 4): h k l F.")
+        .def("fdump", &Hkl::fdump, "The Fdump.bin content for this grid (bytes).")
+        .def_property_readonly("h_min", [](const Hkl &h) { return h.grid()->h_min; })
+        .def_property_readonly("h_max", [](const Hkl &h) { return h.grid()->h_max; })
+        .def_property_readonly("k_min", [](const Hkl &h) { return h.grid()->k_min; })
+        .def_property_readonly("k_max", [](const Hkl &h) { return h.grid()->k_max; })
+        .def_property_readonly("l_min", [](const Hkl &h) { return h.grid()->l_min; })
+        .def_property_readonly("l_max", [](const Hkl &h) { return h.grid()->l_max; })
+        .def_property_readonly("count", [](const Hkl &h) { return h.grid()->count; })
+        .def("__repr__", [](const Hkl &h) {
+            const nb_hkl *g = h.grid();
+            return "<nanobragg._core.Hkl count=" + std::to_string(g->count) + " h=" + std::to_string(g->h_min) + ".." +
+                   std::to_string(g->h_max) + " k=" + std::to_string(g->k_min) + ".." + std::to_string(g->k_max) +
+                   " l=" + std::to_string(g->l_min) + ".." + std::to_string(g->l_max) + ">";
+        });
+
+    py::class_<Setup>(m, "Setup", "A resolved simulation setup (nb_setup) built from a dict of nb_params fields")
+        .def(py::init<const py::dict &>(), py::arg("params"))
+        .def_property_readonly("log", &Setup::log)
+        .def_property_readonly("warn_pix0_ignored", [](const Setup &s) { return s.s().warn_pix0_ignored != 0; })
+        .def_property_readonly("fpixels", &Setup::fpixels)
+        .def_property_readonly("spixels", &Setup::spixels)
+        .def_property_readonly("steps", [](const Setup &s) { return s.s().steps; })
+        .def_property_readonly("geometry", &Setup::geometry)
+        .def("render", &Setup::render, py::arg("hkl") = py::none(), py::arg("mask") = py::none(),
+             py::arg("threads") = 0, "Render the float image: returns (image float32 (spixels, fpixels), stats dict).")
+        .def("int_image", &Setup::int_image, py::arg("image"), py::arg("max_I"))
+        .def("pgm_image", &Setup::pgm_image, py::arg("image"), py::arg("intfile_scale"), py::arg("rmsd"))
+        .def("noise_image", &Setup::noise_image, py::arg("image"), py::arg("seed") = py::none())
+        .def("smv_header", &Setup::smv_header)
+        .def("pgm_header", &Setup::pgm_header, py::arg("scale"));
+
+    py::class_<Smv>(m, "Smv", "A parsed SMV image")
+        .def_property_readonly("header", [](const Smv &s) { return decode_text(s.v().header); })
+        .def_property_readonly("width", [](const Smv &s) { return s.v().width; })
+        .def_property_readonly("height", [](const Smv &s) { return s.v().height; })
+        .def_property_readonly("header_bytes", [](const Smv &s) { return s.v().header_bytes; })
+        .def_property_readonly("data", [](const Smv &s) { return s.data; })
+        .def(
+            "value",
+            [](const Smv &s, const std::string &keyword) -> py::object {
+                double v = nb_smv_value(&s.v(), keyword.c_str());
+                if (std::isnan(v)) return py::none();
+                return py::float_(v);
+            },
+            py::arg("keyword"));
+
+    m.def("parse_smv", &parse_smv, py::arg("data"), "Parse an SMV file's bytes.");
+}
