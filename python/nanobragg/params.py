@@ -1,0 +1,789 @@
+"""The one table of nanoBragg options, shared by the command line and simulate().
+
+Every option of the reference ``nanoBragg`` is one :class:`Option`: its
+spellings, how many values it takes, their units (shown by ``nanoBragg -h``),
+a help line and how it updates the engine parameters (``struct nb_params`` of
+csrc/nanobragg.h, in the flags' own units: the C side converts to SI).
+
+Two front ends fill the same table:
+
+* :func:`args_to_params` turns a command line into an ordered dict of
+  keyword parameters named like the flags without the dash
+  (``-lambda 1`` -> ``{"lambda": 1.0}``), exactly the keywords of
+  :func:`nanobragg.simulate`;
+* :func:`normalize` checks keyword parameters (from either front end) and
+  :func:`params_to_fields` turns them into the ``nb_params`` field dict given
+  to ``_core.Setup``.  The pivot and convention rules live here.
+
+Differences from the reference's parser, on purpose:
+
+* flags match by their exact name (the reference matches substrings, so
+  ``-oversample_thick`` also sets ``-oversample``, ``-mosaic_seed`` also sets
+  ``-seed``, ``-twotheta_axis`` also sets ``-twotheta``, ...);
+* an unknown flag, a missing value or a value that is not a number is an
+  error (the reference ignores or ``atof``\\ s it);
+* ``-cell`` needs its six numbers;
+* a flag given twice counts once, at its last position (the dict of
+  keywords keeps one entry per option).  This equals the reference's left to
+  right processing except in one contrived case: a ``-detector_abs inf``
+  (which also zeroes the sensor thickness) followed later by another
+  ``-detector_abs``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+__all__ = [
+    "Option", "OPTIONS", "UsageError", "args_to_params", "normalize",
+    "params_to_fields", "lookup", "suggest", "help_text", "keyword_names",
+]
+
+DEFAULT_PIXEL_MM = 0.1          # the reference's default pixel size, used by -mask header seeding
+HC_EV_A = 12398.42              # -energy: lambda(A) = 12398.42 / E(eV), as the reference
+
+
+class UsageError(ValueError):
+    """A command-line mistake: unknown flag, missing or malformed value."""
+
+
+# ---------------------------------------------------------------------------
+# what an option does to the parameters
+# ---------------------------------------------------------------------------
+
+@dataclass
+class State:
+    """Accumulates the effect of the options, in order."""
+    fields: Dict[str, Any] = field(default_factory=dict)   # nb_params fields for _core.Setup
+    extras: Dict[str, Any] = field(default_factory=dict)   # everything the front ends handle (files, outputs)
+
+    def vec_item(self, name: str, index: int, value: float, default=(0.0, 0.0, 0.0)) -> None:
+        v = list(self.fields.get(name, default))
+        v[index] = value
+        self.fields[name] = v
+
+
+def _set(*names: str, scale: Optional[Callable[[Any], Any]] = None, **also):
+    """apply(): every field in names gets the value (converted by scale); also: constant fields."""
+    def apply(st: State, v):
+        val = scale(v) if scale else v
+        for n in names:
+            st.fields[n] = list(val) if isinstance(val, tuple) else val
+        st.fields.update(also)
+    return apply
+
+
+def _extra(name: str, **also_extras):
+    def apply(st: State, v):
+        st.extras[name] = v
+        st.extras.update(also_extras)
+    return apply
+
+
+def _extras(**kv):
+    def apply(st: State, v):
+        st.extras.update(kv)
+    return apply
+
+
+def _fields(**kv):
+    def apply(st: State, v):
+        st.fields.update(kv)
+    return apply
+
+
+def _vec_item(name: str, index: int):
+    def apply(st: State, v):
+        st.vec_item(name, index, v)
+    return apply
+
+
+def _xtal_all(st: State, v):
+    st.fields["xtal_size_mm"] = [v, v, v]
+
+
+def _misset(st: State, v):
+    if v == "random":
+        st.fields["misset_mode"] = "random"
+    else:
+        st.fields["misset_mode"] = "angles"
+        st.fields["misset_deg"] = list(v)
+
+
+def _detector_abs(st: State, v):
+    # the reference: "inf" or 0 means no absorption, and it also zeroes the
+    # sensor thickness at that point of the command line
+    if math.isinf(v) or v == 0.0:
+        st.fields["detector_abs_um"] = math.inf
+        st.fields["detector_thick_um"] = 0.0
+    else:
+        st.fields["detector_abs_um"] = v
+
+
+def _convention(name: str, pivot: str):
+    def apply(st: State, v):
+        st.fields["convention"] = name
+        st.fields["pivot"] = pivot
+    return apply
+
+
+def _convention_kw(st: State, v):
+    # simulate(convention="xds") == simulate(xds=True)
+    _CONVENTION_PIVOT[v](st, True)
+
+
+def _custom_vector(name: str, basis: bool = False):
+    def apply(st: State, v):
+        st.fields["convention"] = "custom"
+        st.fields[name] = list(v)
+        if basis:
+            st.fields["custom_basis"] = 1
+    return apply
+
+
+def _pix0(units: str):
+    def apply(st: State, v):
+        st.fields["convention"] = "custom"
+        st.fields["pix0"] = list(v)
+        st.fields["pix0_units"] = units
+    return apply
+
+
+def _energy(st: State, v):
+    st.fields["lambda_A"] = HC_EV_A / v
+
+
+def _mat(st: State, v):
+    # v: the 9 numbers of the file (3 lines of 3), resolved by the front end
+    st.extras["mat"] = v
+    if not isinstance(v, (str, os.PathLike)):
+        st.fields["has_amat"] = 1
+        st.fields["amat"] = [float(x) for x in _flat9(v)]
+
+
+def _flat9(v):
+    try:
+        import numpy as np
+        return np.asarray(v, dtype=float).reshape(9).tolist()
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return [float(x) for row in v for x in row]
+
+
+def _sources(st: State, v):
+    st.extras["sourcefile"] = v
+    if not isinstance(v, (str, os.PathLike)):
+        st.fields["sources"] = v
+
+
+def _pgmscale(st: State, v):
+    st.fields["pgm_scale"] = v
+    st.extras["write_pgm"] = True
+
+
+def _stol(mult: float):
+    def apply(st: State, v):
+        st.extras["stol"] = v
+        st.extras["stol_mult"] = mult
+    return apply
+
+
+# ---------------------------------------------------------------------------
+# the table
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    names: Tuple[str, ...]          # command-line spellings, canonical first
+    kind: str                       # switch float int floats ints path data choice misset abs
+    n: int                          # number of values on the command line
+    metavar: str                    # value names for -h
+    units: str                      # units for -h
+    help: str
+    apply: Callable[[State, Any], None]
+    off: Optional[Callable[[State, Any], None]] = None   # switch=False in simulate()
+    check: Optional[Callable[[Any], Optional[str]]] = None   # -> message when out of range
+    choices: Tuple[str, ...] = ()
+    api_names: Tuple[str, ...] = ()  # extra keyword spellings (simulate() only)
+    cli: bool = True                 # offered on the command line
+    group: str = ""
+
+    @property
+    def key(self) -> str:
+        """The canonical keyword: the first flag without its dash."""
+        return self.names[0].lstrip("-") if self.cli else self.api_names[0]
+
+    @property
+    def keywords(self) -> Tuple[str, ...]:
+        return tuple(n.lstrip("-") for n in self.names) + self.api_names
+
+
+def _positive(v):
+    vals = v if isinstance(v, tuple) else (v,)
+    return None if all(x > 0 for x in vals) else "must be > 0"
+
+
+def _nonneg(v):
+    vals = v if isinstance(v, tuple) else (v,)
+    return None if all(x >= 0 for x in vals) else "must be >= 0"
+
+
+def _cell_ok(v):
+    a, b, c, al, be, ga = v
+    if min(a, b, c) <= 0:
+        return "cell lengths must be > 0"
+    if not all(0 < x < 180 for x in (al, be, ga)):
+        return "cell angles must be between 0 and 180 degrees"
+    return None
+
+
+_OPTS: List[Option] = []
+_GROUP = [""]
+
+
+def _o(names, kind, n, metavar, units, help, apply, **kw):
+    if isinstance(names, str):
+        names = (names,)
+    _OPTS.append(Option(tuple(names), kind, n, metavar, units, help, apply, group=_GROUP[0], **kw))
+
+
+def _group(name):
+    _GROUP[0] = name
+
+
+_group("crystal")
+_o("-cell", "floats", 6, "a b c al be ga", "A, deg", "unit cell lengths and angles (alternative to -mat)",
+   _set("cell", has_cell=1), check=_cell_ok)
+_o("-mat", "data", 1, "FILE", "", "MOSFLM-style orientation matrix: 9 numbers, 3 lines of a*,b*,c* components x lambda",
+   _mat)
+_o("-misset", "misset", 3, "X Y Z|random", "deg", "crystal rotations about x, y, z, or 'random' for a random orientation",
+   _misset)
+_o("-misset_seed", "int", 1, "N", "", "random-number seed for -misset random (default: the -seed value)",
+   _set("misset_seed", has_misset_seed=1))
+_o("-hkl", "data", 1, "FILE", "", "text file of h k l F (P1, every reflection; no symmetry applied)", _extra("hkl"))
+_o("-default_F", "float", 1, "F", "electrons", "structure factor of every reflection not in -hkl (default: 0)",
+   _set("default_F"))
+_o("-dump", "path", 1, "FILE", "", "binary cache of the structure factors: written after reading -hkl, read "
+   "when -hkl is absent (default: Fdump.bin)", _extra("dump"))
+_o("-N", "int", 1, "N", "cells", "number of unit cells along a, b and c", _set("Na", "Nb", "Nc"), check=_nonneg)
+_o("-Na", "int", 1, "N", "cells", "number of unit cells along a", _set("Na"), check=_nonneg)
+_o("-Nb", "int", 1, "N", "cells", "number of unit cells along b", _set("Nb"), check=_nonneg)
+_o("-Nc", "int", 1, "N", "cells", "number of unit cells along c", _set("Nc"), check=_nonneg)
+_o(("-xtalsize", "-xtal_size", "-samplesize", "-sample_size"), "float", 1, "SIZE", "mm",
+   "crystal full width along x, y and z (alternative to -N)", _xtal_all, check=_nonneg)
+_o(("-xtal_thick", "-xtal_x", "-sample_thick", "-sample_x"), "float", 1, "SIZE", "mm",
+   "crystal size along x (the beam in MOSFLM convention)", _vec_item("xtal_size_mm", 0), check=_nonneg)
+_o(("-xtal_width", "-xtal_y", "-sample_width", "-sample_y", "-width"), "float", 1, "SIZE", "mm",
+   "crystal size along y", _vec_item("xtal_size_mm", 1), check=_nonneg)
+_o(("-xtal_height", "-xtal_z", "-sample_height", "-sample_z", "-height"), "float", 1, "SIZE", "mm",
+   "crystal size along z", _vec_item("xtal_size_mm", 2), check=_nonneg)
+_o("-square_xtal", "switch", 0, "", "", "parallelepiped crystal: sinc lattice transform (default)",
+   _set("xtal_shape", scale=lambda v: "square"))
+_o("-round_xtal", "switch", 0, "", "", "ellipsoidal crystal shape", _set("xtal_shape", scale=lambda v: "round"))
+_o("-gauss_xtal", "switch", 0, "", "", "Gaussian spots: no inter-Bragg maxima", _set("xtal_shape", scale=lambda v: "gauss"))
+_o(("-tophat_spots", "-binary_spots"), "switch", 0, "", "", "lattice transform clipped at its FWHM: no inter-Bragg maxima",
+   _set("xtal_shape", scale=lambda v: "tophat"))
+_o("-fudge", "float", 1, "X", "", "width factor of the round/Gaussian/tophat spot shapes (default: 1)", _set("fudge"))
+_o(("-density", "-sample_density"), "float", 1, "D", "g/cm^3", "sample density (accepted; no effect, as in the reference)",
+   _extra("density"))
+_o(("-MW", "-molecular_weight"), "float", 1, "MW", "g/mol", "molecular weight (accepted; no effect, as in the reference)",
+   _extra("MW"))
+_o("-interpolate", "switch", 0, "", "", "force tricubic interpolation of structure factors (default: on if any N <= 2)",
+   _set("interpolate", scale=lambda v: 1), off=_fields(interpolate=0))
+_o("-nointerpolate", "switch", 0, "", "", "no structure-factor interpolation", _set("interpolate", scale=lambda v: 0),
+   off=_fields(interpolate=1))
+_o(("-mosaic", "-mosaic_spread", "-mosaicity", "-mosaici"), "float", 1, "DEG", "deg",
+   "isotropic mosaic spread (90 for a powder)", _set("mosaic_deg"), check=_nonneg)
+_o(("-mosaic_domains", "-mosaic_dom"), "int", 1, "N", "", "number of randomly oriented mosaic domains", _set("mosaic_domains"),
+   check=_nonneg)
+_o("-mosaic_seed", "int", 1, "N", "", "random-number seed for the mosaic domains (default: 12345678)", _set("mosaic_seed"))
+
+_group("beam")
+_o(("-lambda", "-wave"), "float", 1, "A", "Angstrom", "X-ray wavelength (default: 1)", _set("lambda_A"), check=_positive,
+   api_names=("wavelength",))
+_o("-energy", "float", 1, "EV", "eV", "X-ray photon energy (alternative to -lambda)", _energy, check=_positive)
+_o("-dispersion", "float", 1, "PCT", "percent", "spectral dispersion delta-lambda/lambda", _set("dispersion_pct"),
+   check=_nonneg)
+_o("-dispsteps", "int", 1, "N", "", "number of wavelengths across the dispersion", _set("dispsteps"))
+_o("-divergence", "float", 1, "MRAD", "mrad", "horizontal and vertical beam divergence",
+   _set("hdivrange_mrad", "vdivrange_mrad"), check=_nonneg)
+_o("-hdivrange", "float", 1, "MRAD", "mrad", "horizontal beam divergence", _set("hdivrange_mrad"), check=_nonneg)
+_o("-vdivrange", "float", 1, "MRAD", "mrad", "vertical beam divergence", _set("vdivrange_mrad"), check=_nonneg)
+_o("-hdivstep", "float", 1, "MRAD", "mrad", "horizontal divergence step", _set("hdivstep_mrad"))
+_o("-vdivstep", "float", 1, "MRAD", "mrad", "vertical divergence step", _set("vdivstep_mrad"))
+_o("-hdivsteps", "int", 1, "N", "", "number of horizontal divergence steps", _set("hdivsteps"))
+_o("-vdivsteps", "int", 1, "N", "", "number of vertical divergence steps", _set("vdivsteps"))
+_o("-divsteps", "int", 1, "N", "", "number of divergence steps, horizontal and vertical", _set("hdivsteps", "vdivsteps"))
+_o("-round_div", "switch", 0, "", "", "trim the divergence grid to an ellipse (default)",
+   _set("round_div", scale=lambda v: 1), off=_fields(round_div=0))
+_o("-square_div", "switch", 0, "", "", "full rectangular divergence grid", _set("round_div", scale=lambda v: 0),
+   off=_fields(round_div=1))
+_o("-fluence", "float", 1, "F", "photons/m^2", "integrated incident fluence (default: 1.25932e29)", _set("fluence"),
+   check=_nonneg)
+_o("-flux", "float", 1, "F", "photons/s", "incident flux (with -exposure and -beamsize, instead of -fluence)",
+   _set("flux"), check=_nonneg)
+_o("-exposure", "float", 1, "S", "s", "exposure time (default: 1)", _set("exposure_s"))
+_o("-beamsize", "float", 1, "MM", "mm", "beam size (default: 0.1); clips the crystal", _set("beamsize_mm"))
+_o("-polar", "float", 1, "K", "", "Kahn polarization factor (default: 0)", _set("polarization", nopolar=0))
+_o("-nopolar", "switch", 0, "", "", "no polarization correction", _set("nopolar", scale=lambda v: 1),
+   off=_fields(nopolar=0))
+_o("-sourcefile", "data", 1, "FILE", "m", "text file of sources, columns X Y Z weight lambda (m); missing columns default",
+   _sources)
+_o("-coherent", "switch", 0, "", "", "accepted; no effect, as in the reference", _extras(coherent=True))
+
+_group("detector")
+_o("-distance", "float", 1, "MM", "mm", "sample to detector distance along the beam (pivot: beam)",
+   _set("distance_mm", pivot="beam"), check=_positive)
+_o("-close_distance", "float", 1, "MM", "mm", "sample to detector plane, perpendicular (pivot: sample)",
+   _set("close_distance_mm", pivot="sample"), check=_positive)
+_o("-pixel", "float", 1, "MM", "mm", "pixel size (default: 0.1)", _set("pixel_mm"), check=_positive)
+_o("-detsize", "float", 1, "MM", "mm", "detector size, fast and slow (default: 102.4)", _set("detsize_f_mm", "detsize_s_mm"),
+   check=_positive)
+_o("-detsize_f", "float", 1, "MM", "mm", "detector size along the fast axis", _set("detsize_f_mm"), check=_positive)
+_o("-detsize_s", "float", 1, "MM", "mm", "detector size along the slow axis", _set("detsize_s_mm"), check=_positive)
+_o("-detpixels", "int", 1, "N", "pixels", "detector size in pixels, fast and slow", _set("fpixels", "spixels"),
+   check=_positive)
+_o(("-detpixels_f", "-detpixels_x"), "int", 1, "N", "pixels", "detector pixels along the fast axis", _set("fpixels"),
+   check=_positive)
+_o(("-detpixels_s", "-detpixels_y"), "int", 1, "N", "pixels", "detector pixels along the slow axis", _set("spixels"),
+   check=_positive)
+_o("-Xbeam", "float", 1, "MM", "mm", "direct-beam position, fast coordinate in the convention's frame (pivot: beam)",
+   _set("Xbeam_mm", pivot="beam"))
+_o("-Ybeam", "float", 1, "MM", "mm", "direct-beam position, slow coordinate (pivot: beam)", _set("Ybeam_mm", pivot="beam"))
+_o("-Xclose", "float", 1, "MM", "mm", "point of the detector nearest the sample, fast (pivot: sample)",
+   _set("Xclose_mm", pivot="sample"))
+_o("-Yclose", "float", 1, "MM", "mm", "point of the detector nearest the sample, slow (pivot: sample)",
+   _set("Yclose_mm", pivot="sample"))
+_o("-ORGX", "float", 1, "PX", "pixels", "XDS origin, fast (pivot: sample)", _set("ORGX_px", pivot="sample"))
+_o("-ORGY", "float", 1, "PX", "pixels", "XDS origin, slow (pivot: sample)", _set("ORGY_px", pivot="sample"))
+_o("-pivot", "choice", 1, "beam|sample", "", "rotate the detector about the direct-beam spot or the sample",
+   _set("pivot"), choices=("beam", "sample"))
+_o("-mosflm", "switch", 0, "", "", "MOSFLM conventions (default; pivot: beam)", _convention("mosflm", "beam"))
+_o("-denzo", "switch", 0, "", "", "DENZO conventions (pivot: beam)", _convention("denzo", "beam"))
+_o("-adxv", "switch", 0, "", "", "ADXV conventions (pivot: beam)", _convention("adxv", "beam"))
+_o("-xds", "switch", 0, "", "", "XDS conventions (pivot: sample)", _convention("xds", "sample"))
+_o("-dials", "switch", 0, "", "", "DIALS conventions (pivot: sample)", _convention("dials", "beam"))
+_o("-fdet_vector", "floats", 3, "X Y Z", "", "detector fast axis (custom convention)", _custom_vector("fdet", True))
+_o("-sdet_vector", "floats", 3, "X Y Z", "", "detector slow axis (custom convention)", _custom_vector("sdet", True))
+_o("-odet_vector", "floats", 3, "X Y Z", "", "detector normal, away from the sample (custom convention)",
+   _custom_vector("odet", True))
+_o("-beam_vector", "floats", 3, "X Y Z", "", "X-ray beam direction (custom convention)", _custom_vector("beam"))
+_o("-polar_vector", "floats", 3, "X Y Z", "", "E-vector of the polarization (custom convention)", _custom_vector("polar_vec"))
+_o("-spindle_axis", "floats", 3, "X Y Z", "", "right-handed phi rotation axis (custom convention)", _custom_vector("spindle"))
+_o("-twotheta_axis", "floats", 3, "X Y Z", "", "detector two-theta rotation axis (custom convention)",
+   _custom_vector("twotheta_axis"))
+_o("-pix0_vector", "floats", 3, "X Y Z", "m", "sample to the first pixel (custom convention; ignored with custom "
+   "basis vectors)", _pix0("m"))
+_o("-pix0_vector_mm", "floats", 3, "X Y Z", "mm", "as -pix0_vector, in millimetres", _pix0("mm"))
+_o("-detector_rotx", "float", 1, "DEG", "deg", "detector rotation about x", _vec_item("rot_deg", 0))
+_o("-detector_roty", "float", 1, "DEG", "deg", "detector rotation about y", _vec_item("rot_deg", 1))
+_o("-detector_rotz", "float", 1, "DEG", "deg", "detector rotation about z", _vec_item("rot_deg", 2))
+_o("-twotheta", "float", 1, "DEG", "deg", "detector rotation about the two-theta axis (pivot: sample)",
+   _set("twotheta_deg", pivot="sample"))
+_o("-curved_det", "switch", 0, "", "", "curved detector: every pixel at the same distance", _set("curved_det", scale=lambda v: 1),
+   off=_fields(curved_det=0))
+_o("-point_pixel", "switch", 0, "", "", "no pixel solid-angle (obliquity) correction", _set("point_pixel", scale=lambda v: 1),
+   off=_fields(point_pixel=0))
+_o(("-detector_abs", "-detector_absorb", "-detector_absorption"), "abs", 1, "UM|inf", "um",
+   "sensor attenuation depth; inf or 0: no absorption (and thickness 0)", _detector_abs, check=_nonneg)
+_o("-detector_thick", "float", 1, "UM", "um", "sensor thickness", _set("detector_thick_um"), check=_nonneg)
+_o(("-detector_thicksteps", "-thicksteps"), "int", 1, "N", "", "number of sensor layers", _set("detector_thicksteps"))
+_o("-oversample", "int", 1, "N", "", "sub-pixels per pixel edge (default: automatic)", _set("oversample"), check=_nonneg)
+_o("-oversample_thick", "switch", 0, "", "", "compute the sensor capture fraction per sub-pixel",
+   _set("oversample_thick", scale=lambda v: 1), off=_fields(oversample_thick=0))
+_o("-oversample_polar", "switch", 0, "", "", "compute polarization per sub-pixel",
+   _set("oversample_polar", scale=lambda v: 1), off=_fields(oversample_polar=0))
+_o("-oversample_omega", "switch", 0, "", "", "compute the solid angle per sub-pixel",
+   _set("oversample_omega", scale=lambda v: 1), off=_fields(oversample_omega=0))
+_o("-roi", "ints", 4, "XMIN XMAX YMIN YMAX", "pixels", "render only this region (inclusive)", _set("roi"))
+_o("-mask", "data", 1, "FILE", "", "SMV image whose zero pixels are skipped; its header sets the detector",
+   _extra("mask"))
+_o("-img", "path", 1, "FILE", "", "SMV image whose header sets the detector, beam and phi", _extra("img"))
+_o("-dmin", "float", 1, "A", "Angstrom", "skip scattering beyond this resolution", _set("dmin_A"), check=_nonneg)
+_o("-water", "float", 1, "UM", "um", "thickness of water around the crystal (background)", _set("water_um"), check=_nonneg)
+
+_group("spindle")
+_o("-phi", "float", 1, "DEG", "deg", "starting spindle rotation", _set("phi_deg"))
+_o("-osc", "float", 1, "DEG", "deg", "spindle oscillation range", _set("osc_deg"))
+_o("-phistep", "float", 1, "DEG", "deg", "spindle step", _set("phistep_deg"))
+_o("-phisteps", "int", 1, "N", "", "number of spindle steps", _set("phisteps"))
+
+_group("output")
+_o(("-floatfile", "-floatimage"), "path", 1, "FILE", "", "raw 4-byte float image (default: floatimage.bin)",
+   _extra("floatfile"))
+_o(("-intfile", "-intimage"), "path", 1, "FILE", "", "noiseless SMV image (default: intimage.img)", _extra("intfile"))
+_o(("-pgmfile", "-pgmimage"), "path", 1, "FILE", "", "8-bit PGM image (default: image.pgm)", _extra("pgmfile", write_pgm=True))
+_o(("-noisefile", "-noiseimage"), "path", 1, "FILE", "", "SMV image with Poisson noise (default: noiseimage.img)",
+   _extra("noisefile", noise=True))
+_o("-nonoise", "switch", 0, "", "", "do not write the noise image", _extras(noise=False), off=_extras(noise=True))
+_o("-nopgm", "switch", 0, "", "", "do not write the PGM image", _extras(write_pgm=False), off=_extras(write_pgm=True))
+_o("-scale", "float", 1, "X", "", "scale of the int image (default: peak to 55000)", _set("intfile_scale"))
+_o("-pgmscale", "float", 1, "X", "", "scale of the PGM image (default: automatic); turns the PGM on",
+   _pgmscale)
+_o("-adc", "float", 1, "COUNTS", "counts", "offset added to the SMV images (default: 40)", _set("adc_offset"))
+_o("-seed", "int", 1, "N", "", "random-number seed of the noise image (default: from the clock)", _set("seed"))
+_o("-stol", "data", 1, "FILE", "1/A", "amorphous F vs sin(theta)/lambda (read and checked; no effect, as the reference)",
+   _stol(1e10))
+_o("-4stol", "data", 1, "FILE", "1/A", "as -stol with 4 sin(theta)/lambda", _stol(1e10 / 4))
+_o("-Q", "data", 1, "FILE", "1/A", "as -stol with Q = 4 pi sin(theta)/lambda", _stol(1e10 / math.pi / 4))
+_o("-stolout", "path", 1, "FILE", "", "accepted; no effect, as in the reference", _extra("stolout"))
+_o("-printout", "switch", 0, "", "", "accepted; no effect (the engine does not print pixels)", _extras(printout=True))
+_o("-printout_pixel", "ints", 2, "F S", "pixels", "accepted; no effect", _extra("printout_pixel"))
+_o("-progress", "switch", 0, "", "", "accepted; no effect (no progress meter)", _extras(progress=True))
+_o("-noprogress", "switch", 0, "", "", "accepted; no effect (no progress meter)", _extras(progress=False))
+_o("-threads", "int", 1, "N", "", "render threads (default 0: all cores); the image does not depend on it",
+   _extra("threads"), check=_nonneg)
+
+_group("api")
+_CONVENTION_PIVOT = {
+    "mosflm": _convention("mosflm", "beam"), "denzo": _convention("denzo", "beam"),
+    "adxv": _convention("adxv", "beam"), "xds": _convention("xds", "sample"),
+    "dials": _convention("dials", "beam"),
+}
+_o((), "choice", 1, "NAME", "", "simulate(convention=...) as the -mosflm/-denzo/-adxv/-xds/-dials switches",
+   _convention_kw, choices=tuple(_CONVENTION_PIVOT), api_names=("convention",), cli=False)
+
+OPTIONS: Tuple[Option, ...] = tuple(_OPTS)
+
+_BY_FLAG: Dict[str, Option] = {}
+_BY_KEYWORD: Dict[str, Option] = {}
+for _opt in OPTIONS:
+    for _n in _opt.names:
+        assert _n not in _BY_FLAG, _n
+        _BY_FLAG[_n] = _opt
+    for _k in _opt.keywords:
+        assert _k not in _BY_KEYWORD, _k
+        _BY_KEYWORD[_k] = _opt
+del _opt, _n, _k
+
+HELP_FLAGS = ("-h", "--help", "-help")
+
+
+def lookup(name: str) -> Optional[Option]:
+    """The option for a flag ('-lambda') or keyword ('lambda', 'wavelength'), or None."""
+    if name.startswith("-"):
+        return _BY_FLAG.get(name)
+    return _BY_KEYWORD.get(name)
+
+
+def keyword_names() -> List[str]:
+    return sorted(_BY_KEYWORD)
+
+
+def suggest(name: str) -> Optional[str]:
+    """The closest flag (for '-x') or keyword (for 'x'), for 'did you mean'."""
+    pool = list(_BY_FLAG) if name.startswith("-") else list(_BY_KEYWORD)
+    best = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    if not best:
+        low = {p.lower(): p for p in pool}
+        best = [low[m] for m in difflib.get_close_matches(name.lower(), list(low), n=1, cutoff=0.6)]
+    return best[0] if best else None
+
+
+# ---------------------------------------------------------------------------
+# values
+# ---------------------------------------------------------------------------
+
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and not (
+        hasattr(x, "dtype") and getattr(x.dtype, "kind", "") == "b")
+
+
+def _to_float(x, what: str, allow_inf: bool = False) -> float:
+    if hasattr(x, "ndim") and getattr(x, "ndim", 0) == 0 and hasattr(x, "item"):
+        x = x.item()
+    if not _is_number(x):
+        raise ValueError(f"{what}: expected a number, got {x!r}")
+    v = float(x)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{what}: expected a finite number, got {x!r}")
+    return v
+
+
+def _to_int(x, what: str) -> int:
+    if hasattr(x, "ndim") and getattr(x, "ndim", 0) == 0 and hasattr(x, "item"):
+        x = x.item()
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return int(x)
+    if _is_number(x) and float(x).is_integer():
+        return int(x)
+    raise ValueError(f"{what}: expected an integer, got {x!r}")
+
+
+def _seq(x, n: int, what: str):
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__len__"):
+        raise ValueError(f"{what}: expected {n} numbers, got {x!r}")
+    try:
+        items = list(x)
+    except TypeError:
+        raise ValueError(f"{what}: expected {n} numbers, got {x!r}") from None
+    if len(items) != n:
+        raise ValueError(f"{what}: expected {n} numbers, got {len(items)}")
+    return items
+
+
+def coerce(opt: Option, value, what: Optional[str] = None):
+    """Check a keyword value (Python object) for an option; returns the canonical value.
+
+    Raises ValueError naming the parameter."""
+    what = what or opt.key
+    k = opt.kind
+    if k == "switch":
+        if isinstance(value, bool) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "b"
+                                       and getattr(value, "ndim", 1) == 0):
+            return bool(value)
+        raise ValueError(f"{what}: a switch takes True or False, got {value!r}")
+    if k == "float":
+        v = _to_float(value, what)
+    elif k == "abs":
+        if isinstance(value, str):
+            if "inf" in value.lower():
+                v = math.inf
+            else:
+                raise ValueError(f"{what}: expected a number or 'inf', got {value!r}")
+        else:
+            v = _to_float(value, what, allow_inf=True)
+    elif k == "int":
+        v = _to_int(value, what)
+    elif k == "floats":
+        v = tuple(_to_float(x, what) for x in _seq(value, opt.n, what))
+    elif k == "ints":
+        v = tuple(_to_int(x, what) for x in _seq(value, opt.n, what))
+    elif k == "path":
+        if not isinstance(value, (str, os.PathLike)):
+            raise ValueError(f"{what}: expected a file name, got {type(value).__name__}")
+        v = os.fspath(value)
+        if not v:
+            raise ValueError(f"{what}: empty file name")
+    elif k == "data":
+        v = os.fspath(value) if isinstance(value, os.PathLike) else value
+        if isinstance(v, bytes) or (isinstance(v, str) and not v):
+            raise ValueError(f"{what}: expected a file name or an array")
+        # arrays and dicts are checked where they are used (api.py)
+    elif k == "choice":
+        if not isinstance(value, str) or value not in opt.choices:
+            raise ValueError(f"{what}: expected one of {', '.join(opt.choices)}, got {value!r}")
+        v = value
+    elif k == "misset":
+        if isinstance(value, str):
+            if value.lower().startswith("rand"):
+                return "random"
+            raise ValueError(f"{what}: expected 3 angles or 'random', got {value!r}")
+        v = tuple(_to_float(x, what) for x in _seq(value, 3, what))
+    else:  # pragma: no cover
+        raise AssertionError(k)
+    if opt.check is not None:
+        msg = opt.check(v)
+        if msg:
+            raise ValueError(f"{what}: {msg}, got {_show(v)}")
+    return v
+
+
+def _show(v):
+    if isinstance(v, tuple):
+        return " ".join("%g" % x for x in v)
+    return "%g" % v if isinstance(v, float) else str(v)
+
+
+# ---------------------------------------------------------------------------
+# command line -> keywords
+# ---------------------------------------------------------------------------
+
+def _token_value(opt: Option, flag: str, tok: str, want: str):
+    """One command-line token as a Python value for this option kind."""
+    try:
+        if want == "int":
+            return int(tok)
+        v = float(tok)
+        if not math.isfinite(v):
+            raise ValueError
+        return v
+    except ValueError:
+        units = f" ({opt.units})" if opt.units else ""
+        noun = "an integer" if want == "int" else "a number"
+        raise UsageError(f"{flag} expects {noun}{units}, got '{tok}'") from None
+
+
+def _too_few(opt: Option, flag: str, got: int):
+    noun = "integers" if opt.kind in ("int", "ints") else "numbers"
+    if opt.n == 1:
+        noun = noun[:-1]
+        raise UsageError(f"{flag} expects {'an' if noun == 'integer' else 'a'} {noun}"
+                         + (f" ({opt.units})" if opt.units else "") + ", got none")
+    raise UsageError(f"{flag} expects {opt.n} {noun} ({opt.metavar}), got {got}")
+
+
+def args_to_params(argv: Sequence[str]) -> Dict[str, Any]:
+    """Parse a nanoBragg command line into simulate() keywords, in order.
+
+    Flags match by exact name; a flag given again moves to its new position
+    (the last one wins).  Raises UsageError with a one-line message.
+    """
+    out: Dict[str, Any] = {}
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        flag = argv[i]
+        i += 1
+        if not flag.startswith("-") or flag == "-":
+            raise UsageError(f"unexpected argument '{flag}' (options start with '-'; see nanoBragg -h)")
+        if flag in HELP_FLAGS:
+            raise UsageError("-h must be given alone")
+        opt = _BY_FLAG.get(flag)
+        if opt is None:
+            hint = suggest(flag)
+            raise UsageError(f"unknown option '{flag}'" + (f" (did you mean '{hint}'?)" if hint else "")
+                             + "; nanoBragg -h lists the options")
+        k = opt.kind
+        if k == "switch":
+            value: Any = True
+        elif k == "misset" and i < len(argv) and argv[i].lower().startswith("rand"):
+            value = "random"
+            i += 1
+        else:
+            n = opt.n
+            if k in ("path", "data", "choice", "abs"):
+                if i >= len(argv):
+                    raise UsageError(f"{flag} expects a value ({opt.metavar}), got none")
+                tok = argv[i]
+                i += 1
+                if k in ("path", "data"):
+                    if tok.startswith("-") and lookup(tok) is not None:
+                        raise UsageError(f"{flag} expects a file name, got the option '{tok}'")
+                    value = tok
+                elif k == "choice":
+                    if tok not in opt.choices:
+                        raise UsageError(f"{flag} expects one of {'|'.join(opt.choices)}, got '{tok}'")
+                    value = tok
+                else:
+                    value = math.inf if "inf" in tok.lower() else _token_value(opt, flag, tok, "float")
+            else:  # numbers: float int floats ints misset
+                want = "int" if k in ("int", "ints") else "float"
+                vals = []
+                for j in range(n):
+                    if i >= len(argv):
+                        _too_few(opt, flag, j)
+                    tok = argv[i]
+                    if n > 1 and tok.startswith("-") and lookup(tok) is not None:
+                        _too_few(opt, flag, j)
+                    vals.append(_token_value(opt, flag, tok, want))
+                    i += 1
+                value = vals[0] if n == 1 and k in ("int", "float") else tuple(vals)
+        try:
+            value = coerce(opt, value, flag)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        key = opt.key
+        out.pop(key, None)     # the last occurrence wins, at its own position
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------
+# keywords -> nb_params fields
+# ---------------------------------------------------------------------------
+
+def normalize(params: Mapping[str, Any], *, api: bool = True) -> List[Tuple[Option, str, Any]]:
+    """Check keyword parameters: [(option, keyword, value)] in the given order.
+
+    Unknown keyword -> TypeError naming the closest valid one; a bad value
+    -> ValueError naming the parameter."""
+    out = []
+    for name, value in params.items():
+        opt = _BY_KEYWORD.get(name)
+        if opt is None:
+            hint = suggest(name)
+            raise TypeError(f"simulate() got an unexpected keyword argument '{name}'"
+                            + (f" (did you mean '{hint}'?)" if hint else ""))
+        out.append((opt, name, coerce(opt, value, name)))
+    return out
+
+
+def _header_seed(st: State, kind: str, smv) -> None:
+    """-mask / -img: the SMV header seeds the detector, beam and spindle.
+
+    ``smv`` has .width, .height and .value(keyword) -> float or None.  These
+    values do not change the pivot.  Mirrors the reference's main() prologue."""
+    w, h = int(smv.width), int(smv.height)
+    f = st.fields
+    f["fpixels"], f["spixels"] = w, h
+    v = smv.value("PIXEL_SIZE")
+    if v is not None:
+        f["pixel_mm"] = v
+    pixel = f.get("pixel_mm", DEFAULT_PIXEL_MM)
+    f["detsize_f_mm"], f["detsize_s_mm"] = pixel * w, pixel * h
+    for key, name in (("DISTANCE", "distance_mm"), ("CLOSE_DISTANCE", "close_distance_mm"),
+                      ("WAVELENGTH", "lambda_A"), ("BEAM_CENTER_X", "Xbeam_mm"),
+                      ("ORGX", "ORGX_px"), ("ORGY", "ORGY_px"), ("PHI", "phi_deg"), ("OSC_RANGE", "osc_deg")):
+        v = smv.value(key)
+        if v is not None:
+            f[name] = v
+    v = smv.value("BEAM_CENTER_Y")
+    if v is not None:
+        # the reference flips the mask's Y beam centre (detsize_s - value) but not the img's
+        f["Ybeam_mm"] = pixel * h - v if kind == "mask" else v
+    # TWOTHETA: the reference reads it into a variable that is never used
+    # afterwards, so the header's two-theta has no effect: a deliberate no-op.
+
+
+def params_to_fields(params, headers: Iterable[Tuple[str, Any]] = ()) -> State:
+    """Keyword parameters -> State(fields for _core.Setup, extras for the front ends).
+
+    ``params``: a mapping of keywords, or the list from :func:`normalize`.
+    ``headers``: [("mask", smv), ("img", smv)] already read, applied first
+    (mask, then img) whatever their position, as the reference does.
+    Data keywords (mat, sourcefile) must already be resolved to arrays for
+    their fields to be filled (api.py does that)."""
+    items = normalize(params) if isinstance(params, Mapping) else list(params)
+    st = State()
+    for kind, smv in headers:
+        if smv is not None and getattr(smv, "width", 0):
+            _header_seed(st, kind, smv)
+    for opt, _name, value in items:
+        if opt.kind == "switch" and value is False:
+            if opt.off is not None:
+                opt.off(st, value)
+            continue
+        opt.apply(st, value)
+    return st
+
+
+# ---------------------------------------------------------------------------
+# -h
+# ---------------------------------------------------------------------------
+
+_GROUP_TITLES = {"crystal": "Crystal and structure factors", "beam": "Beam", "detector": "Detector",
+                 "spindle": "Spindle", "output": "Output, noise and run control"}
+
+
+def help_text() -> str:
+    lines = [
+        "usage: nanoBragg -mat auto.mat -hkl Fs.hkl [options]",
+        "       nanoBragg -cell a b c al be ga -default_F F [options]",
+        "",
+        "Simulates a diffraction image like James Holton's nanoBragg.  Options are read",
+        "left to right and the last one wins; names must be spelled exactly.",
+        "Units are shown in [brackets].",
+    ]
+    group = None
+    for opt in OPTIONS:
+        if not opt.cli:
+            continue
+        if opt.group != group:
+            group = opt.group
+            lines += ["", _GROUP_TITLES.get(group, group) + ":"]
+        head = ", ".join(opt.names)
+        if opt.metavar:
+            head += " " + opt.metavar
+        units = f"[{opt.units}] " if opt.units else ""
+        if len(head) <= 29:
+            lines.append(f"  {head:<30} {units}{opt.help}")
+        else:
+            lines.append(f"  {head}")
+            lines.append(f"  {'':<30} {units}{opt.help}")
+    lines += ["", "  -h, --help                     this text"]
+    return "\n".join(lines) + "\n"
