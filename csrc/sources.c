@@ -93,6 +93,7 @@ static int sources_from_list(const nb_params *p, nb_setup *s, char *err, size_t 
         }
     }
     s->n_sources = p->n_sources;
+    s->divsteps = -1;             /* no divergence grid (the reference reports -1 too) */
     return NB_OK;
 }
 
