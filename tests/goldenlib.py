@@ -35,8 +35,12 @@ RUN_TIMEOUT = 900          # seconds per nanoBragg run
 # ------------------------------------------------------------------ cases --
 
 def load_cases():
-    with open(GOLDEN / "cases.json") as f:
-        return json.load(f)["cases"]
+    """The shared reference cases, then our extra reference-rendered ones."""
+    cases = []
+    for name in ("cases.json", "extra_cases.json"):
+        with open(GOLDEN / name) as f:
+            cases += json.load(f)["cases"]
+    return cases
 
 
 def case_by_id(case_id):

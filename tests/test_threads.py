@@ -5,7 +5,8 @@ import pytest
 import goldenlib
 
 # interpolation fallback order, mosaic domains (RNG), noise, Fdump writing
-THREAD_CASES = ["interpolate_auto", "mosaic_domains", "high_fluence_noise", "triclinic_misset_hkl"]
+THREAD_CASES = ["interpolate_auto", "mosaic_domains", "high_fluence_noise", "triclinic_misset_hkl",
+                "interp_fallback_midimage", "div_disp_mosaic_phi_oversample"]
 
 
 @pytest.mark.parametrize("case_id", THREAD_CASES)
