@@ -165,34 +165,38 @@ static pixel_factors sample_pixel(const nb_setup *s, int fpixel, int spixel, sam
     return pf;
 }
 
-/* sin(pi x) for |x| <= 1/2: Taylor series to x^21, below 1 ulp there */
+/* sin(pi x) for |x| <= 1/2: least-squares polynomial in x^2 on Chebyshev
+ * nodes, within 7e-16 relative of sin(pi x) over the whole interval */
 static inline double sinpi_reduced(double x)
 {
     double x2 = x * x;
-    double p = 5.39266466260812895e-10;
-    p = p * x2 - 2.29484289972698730e-08;
-    p = p * x2 + 7.95205400147551261e-07;
-    p = p * x2 - 2.19153534478302173e-05;
-    p = p * x2 + 4.66302805767612554e-04;
-    p = p * x2 - 7.37043094571435044e-03;
-    p = p * x2 + 8.21458866111282326e-02;
-    p = p * x2 - 5.99264529320792105e-01;
-    p = p * x2 + 2.55016403987734552e+00;
-    p = p * x2 - 5.16771278004997026e+00;
-    p = p * x2 + 3.14159265358979312e+00;
+    double p = -2.11430466839432414e-05;
+    p = p * x2 + 4.65995641506354087e-04;
+    p = p * x2 - 7.37036746437713750e-03;
+    p = p * x2 + 8.21458793916767654e-02;
+    p = p * x2 - 5.99264528880760206e-01;
+    p = p * x2 + 2.55016403986452644e+00;
+    p = p * x2 - 5.16771278004983436e+00;
+    p = p * x2 + 3.14159265358979178e+00;
     return x * p;
 }
 
-/* |sin(N pi h) / sin(pi h)|: the grating transform of N cells.  Only its
- * square is used, so the sign of (-1)^(n(N-1)) is dropped; reducing h to
- * t = h - round(h) first keeps full precision next to the Bragg peak. */
-static inline double lattice_factor_fast(double h, double N)
+/* The grating transform of N cells is sin(N pi h) / sin(pi h).  With
+ * t = h - round(h) it equals +-sin(pi u) / sin(pi t), u = N t - round(N t):
+ * the reduced arguments keep full precision next to the Bragg peak, and as
+ * only the square is used the sign is dropped.  At t = 0 the limit is N.
+ * Numerator and denominator come back separately so that the three axes
+ * share one division. */
+typedef struct { double num, den; } ratio;
+
+static inline ratio lattice_factor_parts(double h, double N)
 {
     double t = h - rint(h);
     double u = N * t;
     u -= rint(u);
-    double den = sinpi_reduced(t);
-    return den != 0.0 ? sinpi_reduced(u) / den : N;
+    double den = sinpi_reduced(t), num = sinpi_reduced(u);
+    ratio r = { den != 0.0 ? num : N, den != 0.0 ? den : 1.0 };
+    return r;
 }
 
 /* ceil(x - 0.5), the reference's rounding to the nearest Miller index, from
@@ -347,7 +351,8 @@ static void accumulate_orientation(int n, const double *restrict Sx, const doubl
         double h = ax * Sx[j] + ay * Sy[j] + az * Sz[j];
         double kk = bx * Sx[j] + by * Sy[j] + bz * Sz[j];
         double l = cx * Sx[j] + cy * Sy[j] + cz * Sz[j];
-        double latt = lattice_factor_fast(h, Na) * lattice_factor_fast(kk, Nb) * lattice_factor_fast(l, Nc);
+        ratio fa = lattice_factor_parts(h, Na), fb = lattice_factor_parts(kk, Nb), fc = lattice_factor_parts(l, Nc);
+        double latt = (fa.num * fb.num * fc.num) / (fa.den * fb.den * fc.den);
         double h0 = nearest_index(h), k0 = nearest_index(kk), l0 = nearest_index(l);
         int inside = (h0 >= hmin) & (h0 <= hmax) & (k0 >= kmin) & (k0 <= kmax) & (l0 >= lmin) & (l0 <= lmax);
         latt_sqr[j] = latt * latt;
