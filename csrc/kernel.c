@@ -460,12 +460,16 @@ static void render_row(const kernel_ctx *k, const uint16_t *mask, int sp, int fp
     }
 }
 
-static int threads_to_use(int nthreads)
+/* Waking a second thread costs more than a small image takes to render
+ * (tens of microseconds, far more on a busy machine), so small jobs stay on
+ * one; the image does not depend on the choice. */
+static int threads_to_use(int nthreads, double work_steps)
 {
 #ifdef _OPENMP
-    return nthreads > 0 ? nthreads : omp_get_max_threads();
+    int n = nthreads > 0 ? nthreads : omp_get_max_threads();
+    return work_steps < 2.0e5 ? 1 : n;
 #else
-    (void)nthreads;
+    (void)nthreads; (void)work_steps;
     return 1;
 #endif
 }
@@ -479,7 +483,8 @@ static int render_rows(const kernel_ctx *k, const uint16_t *mask, int sp0, int f
     int block = per_pixel >= 2048 ? 1 : (int)(2048 / per_pixel);
     if (block > 64) block = 64;
     int failed = 0;
-#pragma omp parallel num_threads(threads_to_use(nthreads)) reduction(|:failed)
+    double work = (double)per_pixel * k->o->n * s->fpixels * (double)(sp1 - sp0);
+#pragma omp parallel num_threads(threads_to_use(nthreads, work)) reduction(|:failed)
     {
         samples b;
         pixel_factors *pfs = malloc((size_t)block * sizeof *pfs);
