@@ -89,13 +89,16 @@ void nb_detector_frame(const nb_params *p, nb_setup *s)
     s->roi_ymin = p->roi[2] < 0 ? 0 : p->roi[2];
     s->roi_ymax = p->roi[3] < 0 ? s->spixels : p->roi[3];
 
-    memcpy(s->beam, p->beam, sizeof s->beam);
-    memcpy(s->fdet, p->fdet, sizeof s->fdet);
-    memcpy(s->sdet, p->sdet, sizeof s->sdet);
-    memcpy(s->odet, p->odet, sizeof s->odet);
-    memcpy(s->twotheta_axis, p->twotheta_axis, sizeof s->twotheta_axis);
-    memcpy(s->polar_vec, p->polar_vec, sizeof s->polar_vec);
-    memcpy(s->spindle, p->spindle, sizeof s->spindle);
+    /* the user's vectors; a named convention replaces them all below */
+    frame user;
+    memcpy(user.beam, p->beam, sizeof user.beam);
+    memcpy(user.f, p->fdet, sizeof user.f);
+    memcpy(user.s, p->sdet, sizeof user.s);
+    memcpy(user.o, p->odet, sizeof user.o);
+    memcpy(user.twotheta, p->twotheta_axis, sizeof user.twotheta);
+    memcpy(user.polar, p->polar_vec, sizeof user.polar);
+    memcpy(user.spindle, p->spindle, sizeof user.spindle);
+    use_frame(s, &user);
     s->convention = p->convention;
     s->pivot = p->pivot;
 
@@ -216,7 +219,7 @@ void nb_detector_place(const nb_params *p, nb_setup *s)
 
     s->ORGX_px = s->Fclose_m / s->pixel_m + 0.5;
     s->ORGY_px = s->Sclose_m / s->pixel_m + 0.5;
-    /* DIALS's lab frame: x_dials = -x, y_dials = y, z_dials = z of ours */
+    /* the first pixel in DIALS's lab axes, which are our z, y and -x */
     s->dials_origin_mm[0] = 1000.0 * s->pix0_m[2];
     s->dials_origin_mm[1] = 1000.0 * s->pix0_m[1];
     s->dials_origin_mm[2] = 1000.0 * -s->pix0_m[0];
