@@ -91,105 +91,16 @@ class ByteView {
 };
 
 // ----------------------------------------------------------- enum names --
-
-struct EnumName {
-    const char *name;
-    int value;
-};
-struct EnumTable {
-    const char *what;
-    const EnumName *names;
-    size_t n;
-};
-
-const EnumName kConvNames[] = {{"custom", NB_CONV_CUSTOM}, {"adxv", NB_CONV_ADXV},   {"mosflm", NB_CONV_MOSFLM},
-                               {"xds", NB_CONV_XDS},       {"dials", NB_CONV_DIALS}, {"denzo", NB_CONV_DENZO}};
-const EnumName kPivotNames[] = {{"beam", NB_PIVOT_BEAM}, {"sample", NB_PIVOT_SAMPLE}};
-const EnumName kShapeNames[] = {
-    {"square", NB_SHAPE_SQUARE}, {"round", NB_SHAPE_ROUND}, {"gauss", NB_SHAPE_GAUSS}, {"tophat", NB_SHAPE_TOPHAT}};
-const EnumName kMissetNames[] = {{"none", NB_MISSET_NONE}, {"angles", NB_MISSET_ANGLES}, {"random", NB_MISSET_RANDOM}};
-const EnumName kPix0Names[] = {{"none", NB_PIX0_NONE}, {"m", NB_PIX0_METRES}, {"mm", NB_PIX0_MILLIMETRES}};
-
-#define NB_ENUM_TABLE(what, arr) EnumTable{what, arr, sizeof(arr) / sizeof(arr[0])}
-const EnumTable kConv = NB_ENUM_TABLE("convention", kConvNames);
-const EnumTable kPivot = NB_ENUM_TABLE("pivot", kPivotNames);
-const EnumTable kShape = NB_ENUM_TABLE("xtal_shape", kShapeNames);
-const EnumTable kMisset = NB_ENUM_TABLE("misset_mode", kMissetNames);
-const EnumTable kPix0 = NB_ENUM_TABLE("pix0_units", kPix0Names);
-#undef NB_ENUM_TABLE
-
-static_assert(sizeof(nb_convention) == sizeof(int) && sizeof(nb_pivot) == sizeof(int) &&
-                  sizeof(nb_shape) == sizeof(int) && sizeof(nb_misset_mode) == sizeof(int) &&
-                  sizeof(nb_pix0_units) == sizeof(int),
-              "enums are stored through int pointers");
-
-const char *enum_to_name(const EnumTable &t, int v) {
-    for (size_t i = 0; i < t.n; i++)
-        if (t.names[i].value == v) return t.names[i].name;
-    return "unknown";
-}
-
-// ------------------------------------------------------------ field table --
+//
+// nb_params fields come from the C library's table (params_table.c,
+// nb_params_find): the binding only converts Python values.
 
 enum class Kind { Double, Int, Long, Enum };
 
-constexpr size_t kNoFlag = static_cast<size_t>(-1);
-
-struct Field {
-    const char *name;
-    Kind kind;
-    size_t offset;
-    int count;                  // 1 for scalars, else array length
-    const EnumTable *enums;     // Kind::Enum only
-    size_t flag_offset;         // int set to 1 when this field is given (has_cell for cell, ...)
-};
-
-#define P_D(f) Field{#f, Kind::Double, offsetof(nb_params, f), 1, nullptr, kNoFlag}
-#define P_DN(f, n) Field{#f, Kind::Double, offsetof(nb_params, f), n, nullptr, kNoFlag}
-#define P_I(f) Field{#f, Kind::Int, offsetof(nb_params, f), 1, nullptr, kNoFlag}
-#define P_IN(f, n) Field{#f, Kind::Int, offsetof(nb_params, f), n, nullptr, kNoFlag}
-#define P_L(f) Field{#f, Kind::Long, offsetof(nb_params, f), 1, nullptr, kNoFlag}
-#define P_E(f, t) Field{#f, Kind::Enum, offsetof(nb_params, f), 1, &t, kNoFlag}
-#define P_FLAGGED(f, kind, n, flag) Field{#f, kind, offsetof(nb_params, f), n, nullptr, offsetof(nb_params, flag)}
-
-// Every nb_params field but the `sources` pointer (set from an array) and
-// n_sources (derived from that array).
-const Field kParamFields[] = {
-    // crystal
-    P_I(has_cell), P_FLAGGED(cell, Kind::Double, 6, has_cell), P_I(has_amat),
-    P_FLAGGED(amat, Kind::Double, 9, has_amat), P_E(misset_mode, kMisset), P_DN(misset_deg, 3),
-    P_FLAGGED(misset_seed, Kind::Long, 1, has_misset_seed), P_I(has_misset_seed), P_D(Na), P_D(Nb), P_D(Nc),
-    P_DN(xtal_size_mm, 3), P_E(xtal_shape, kShape), P_D(fudge), P_D(default_F), P_I(interpolate),
-    // beam
-    P_D(lambda_A), P_D(dispersion_pct), P_I(dispsteps), P_D(hdivrange_mrad), P_D(vdivrange_mrad),
-    P_D(hdivstep_mrad), P_D(vdivstep_mrad), P_I(hdivsteps), P_I(vdivsteps), P_I(round_div), P_D(fluence),
-    P_D(flux), P_D(exposure_s), P_D(beamsize_mm), P_D(polarization), P_I(nopolar),
-    // detector
-    P_D(distance_mm), P_D(close_distance_mm), P_D(pixel_mm), P_D(detsize_f_mm), P_D(detsize_s_mm), P_I(fpixels),
-    P_I(spixels), P_D(Xbeam_mm), P_D(Ybeam_mm), P_D(Xclose_mm), P_D(Yclose_mm), P_D(ORGX_px), P_D(ORGY_px),
-    P_E(pivot, kPivot), P_E(convention, kConv), P_DN(fdet, 3), P_DN(sdet, 3), P_DN(odet, 3), P_DN(beam, 3),
-    P_DN(polar_vec, 3), P_DN(spindle, 3), P_DN(twotheta_axis, 3), P_I(custom_basis), P_E(pix0_units, kPix0),
-    P_DN(pix0, 3), P_DN(rot_deg, 3), P_D(twotheta_deg), P_I(curved_det), P_I(point_pixel), P_D(detector_abs_um),
-    P_D(detector_thick_um), P_I(detector_thicksteps), P_I(oversample), P_I(oversample_thick),
-    P_I(oversample_polar), P_I(oversample_omega), P_IN(roi, 4), P_D(dmin_A), P_D(water_um),
-    // spindle and mosaicity
-    P_D(phi_deg), P_D(osc_deg), P_D(phistep_deg), P_I(phisteps), P_D(mosaic_deg), P_I(mosaic_domains),
-    P_L(mosaic_seed),
-    // noise and output scaling
-    P_L(seed), P_D(adc_offset), P_D(intfile_scale), P_D(pgm_scale),
-};
-#undef P_D
-#undef P_DN
-#undef P_I
-#undef P_IN
-#undef P_L
-#undef P_E
-#undef P_FLAGGED
-
-const Field *find_param(const std::string &name) {
-    for (const Field &f : kParamFields)
-        if (name == f.name) return &f;
-    return nullptr;
+// the name of an enum value, from the choices of the nb_params field `param`
+const char *enum_to_name(const char *param, int v) {
+    const char *name = nb_params_enum_name(nb_params_find(param), v);
+    return name ? name : "unknown";
 }
 
 [[noreturn]] void bad_value(const std::string &key, const std::string &why) {
@@ -238,37 +149,19 @@ long long to_integer(const py::handle &h, const std::string &key, long long lo, 
     return v;
 }
 
-int to_enum(const py::handle &h, const std::string &key, const EnumTable &t) {
+int to_enum(const py::handle &h, const std::string &key, const nb_field &f) {
     std::string choices;
-    for (size_t i = 0; i < t.n; i++) choices += std::string(i ? "|" : "") + t.names[i].name;
+    for (int i = 0; f.choices[i]; i++) choices += std::string(i ? "|" : "") + f.choices[i];
     if (PyUnicode_Check(h.ptr())) {
-        std::string s = py::cast<std::string>(h);
-        for (char &c : s) c = (char)std::tolower((unsigned char)c);
-        for (size_t i = 0; i < t.n; i++)
-            if (s == t.names[i].name) return t.names[i].value;
+        int v = nb_params_enum_value(&f, py::cast<std::string>(h).c_str());
+        if (v >= 0) return v;
         bad_value(key, "expected one of " + choices + ", got '" + py::cast<std::string>(h) + "'");
     }
     if (!PyBool_Check(h.ptr()) && is_number(h)) {   // the C value itself is accepted too
         long long v = to_integer(h, key, std::numeric_limits<int>::min(), std::numeric_limits<int>::max());
-        for (size_t i = 0; i < t.n; i++)
-            if (v == t.names[i].value) return (int)v;
+        if (nb_params_enum_name(&f, (int)v)) return (int)v;
     }
     bad_value(key, "expected one of " + choices + ", got " + std::string(py::str(py::repr(h))));
-}
-
-void set_scalar(const Field &f, const py::handle &h, const std::string &key, char *dst) {
-    switch (f.kind) {
-    case Kind::Double: *reinterpret_cast<double *>(dst) = to_double(h, key); break;
-    case Kind::Int:
-        *reinterpret_cast<int *>(dst) =
-            (int)to_integer(h, key, std::numeric_limits<int>::min(), std::numeric_limits<int>::max());
-        break;
-    case Kind::Long:
-        *reinterpret_cast<long *>(dst) =
-            (long)to_integer(h, key, std::numeric_limits<long>::min(), std::numeric_limits<long>::max());
-        break;
-    case Kind::Enum: *reinterpret_cast<int *>(dst) = to_enum(h, key, *f.enums); break;
-    }
 }
 
 size_t elem_size(Kind k) {
@@ -279,23 +172,42 @@ size_t elem_size(Kind k) {
     }
 }
 
-void set_field(nb_params &p, const Field &f, const py::handle &value, const std::string &key) {
-    char *base = reinterpret_cast<char *>(&p) + f.offset;
+// One field from a Python value, through the C table: every element is
+// converted first, so a bad one leaves the field untouched.
+void set_field(nb_params &p, const nb_field &f, const py::handle &value, const std::string &key) {
+    std::vector<py::handle> items;
+    py::sequence seq;
     if (f.count == 1) {
-        set_scalar(f, value, key, base);
+        items.push_back(value);
     } else {
         if (PyUnicode_Check(value.ptr()) || PyBytes_Check(value.ptr()) || !PySequence_Check(value.ptr()))
             bad_value(key, "expected a sequence of " + std::to_string(f.count) + " numbers, got " + type_name(value));
-        py::sequence seq = py::reinterpret_borrow<py::sequence>(value);
+        seq = py::reinterpret_borrow<py::sequence>(value);
         if ((int)seq.size() != f.count)
             bad_value(key, "expected " + std::to_string(f.count) + " values, got " + std::to_string(seq.size()));
-        // convert into a scratch copy first: a bad element leaves the field untouched
-        std::vector<char> tmp(elem_size(f.kind) * f.count);
-        for (int i = 0; i < f.count; i++)
-            set_scalar(f, seq[i], key + "[" + std::to_string(i) + "]", tmp.data() + i * elem_size(f.kind));
-        std::memcpy(base, tmp.data(), tmp.size());
+        for (int i = 0; i < f.count; i++) items.push_back(seq[i]);
     }
-    if (f.flag_offset != kNoFlag) *reinterpret_cast<int *>(reinterpret_cast<char *>(&p) + f.flag_offset) = 1;
+    auto item_key = [&](int i) { return f.count == 1 ? key : key + "[" + std::to_string(i) + "]"; };
+    std::vector<double> reals;
+    std::vector<long long> ints;
+    for (int i = 0; i < f.count; i++) {
+        switch (f.kind) {
+        case NB_FIELD_DOUBLE: reals.push_back(to_double(items[i], item_key(i))); break;
+        case NB_FIELD_INT:
+            ints.push_back(to_integer(items[i], item_key(i), std::numeric_limits<int>::min(),
+                                      std::numeric_limits<int>::max()));
+            break;
+        case NB_FIELD_LONG:
+            ints.push_back(to_integer(items[i], item_key(i), std::numeric_limits<long>::min(),
+                                      std::numeric_limits<long>::max()));
+            break;
+        case NB_FIELD_ENUM: ints.push_back(to_enum(items[i], item_key(i), f)); break;
+        }
+    }
+    char err[kErrLen] = "";
+    int rc = f.kind == NB_FIELD_DOUBLE ? nb_params_set(&p, f.name, reals.data(), f.count, nullptr, err, sizeof err)
+                                       : nb_params_set_integers(&p, f.name, ints.data(), f.count, err, sizeof err);
+    if (rc != NB_OK) raise_c_error("nb_params_set", err);
 }
 
 // -------------------------------------------------- geometry (nb_setup) --
@@ -305,14 +217,14 @@ struct OutField {
     Kind kind;
     size_t offset;
     int count;
-    const EnumTable *enums;
+    const char *enum_param;   // Kind::Enum: the nb_params field whose choices name the values
 };
 
 #define S_D(f) OutField{#f, Kind::Double, offsetof(nb_setup, f), 1, nullptr}
 #define S_DN(f, n) OutField{#f, Kind::Double, offsetof(nb_setup, f), n, nullptr}
 #define S_I(f) OutField{#f, Kind::Int, offsetof(nb_setup, f), 1, nullptr}
 #define S_L(f) OutField{#f, Kind::Long, offsetof(nb_setup, f), 1, nullptr}
-#define S_E(f, t) OutField{#f, Kind::Enum, offsetof(nb_setup, f), 1, &t}
+#define S_E(f) OutField{#f, Kind::Enum, offsetof(nb_setup, f), 1, #f}
 
 // Every scalar and small-array field of nb_setup (pointers, the RNG state and
 // the log are left out; the per-source and per-domain arrays are added
@@ -323,7 +235,7 @@ const OutField kSetupFields[] = {
     S_D(close_distance_m), S_DN(fdet, 3), S_DN(sdet, 3), S_DN(odet, 3), S_DN(pix0_m, 3), S_DN(beam, 3),
     S_DN(polar_vec, 3), S_DN(vert_vec, 3), S_DN(spindle, 3), S_DN(twotheta_axis, 3), S_D(Xbeam_m), S_D(Ybeam_m),
     S_D(Fbeam_m), S_D(Sbeam_m), S_D(Xclose_m), S_D(Yclose_m), S_D(Fclose_m), S_D(Sclose_m), S_D(ORGX_px),
-    S_D(ORGY_px), S_DN(dials_origin_mm, 3), S_D(twotheta_rad), S_E(convention, kConv), S_E(pivot, kPivot),
+    S_D(ORGY_px), S_DN(dials_origin_mm, 3), S_D(twotheta_rad), S_E(convention), S_E(pivot),
     S_I(curved_det), S_I(point_pixel), S_I(roi_xmin), S_I(roi_xmax), S_I(roi_ymin), S_I(roi_ymax),
     S_I(oversample), S_I(oversample_thick), S_I(oversample_polar), S_I(oversample_omega), S_D(subpixel_m),
     S_I(thicksteps), S_D(thick_m), S_D(thickstep_m), S_D(mu_per_m),
@@ -333,7 +245,7 @@ const OutField kSetupFields[] = {
     S_D(vdivrange_rad), S_D(hdivstep_rad), S_D(vdivstep_rad), S_D(dispersion), S_D(dispstep),
     // crystal
     S_DN(a0, 3), S_DN(b0, 3), S_DN(c0, 3), S_DN(a_star, 3), S_DN(b_star, 3), S_DN(c_star, 3), S_DN(cell, 6),
-    S_D(V_cell_A3), S_D(Na), S_D(Nb), S_D(Nc), S_E(xtal_shape, kShape), S_D(fudge), S_D(default_F),
+    S_D(V_cell_A3), S_D(Na), S_D(Nb), S_D(Nc), S_E(xtal_shape), S_D(fudge), S_D(default_F),
     S_I(interpolate), S_D(dmin_m), S_D(water_m), S_D(I_bg),
     // spindle and mosaicity
     S_D(phi0_rad), S_D(osc_rad), S_D(phistep_rad), S_I(phisteps), S_D(mosaic_spread_rad), S_I(mosaic_domains),
@@ -352,7 +264,7 @@ py::object out_scalar(const OutField &f, const char *src) {
     case Kind::Double: return py::float_(*reinterpret_cast<const double *>(src));
     case Kind::Int: return py::int_(*reinterpret_cast<const int *>(src));
     case Kind::Long: return py::int_(*reinterpret_cast<const long *>(src));
-    case Kind::Enum: return py::str(enum_to_name(*f.enums, *reinterpret_cast<const int *>(src)));
+    case Kind::Enum: return py::str(enum_to_name(f.enum_param, *reinterpret_cast<const int *>(src)));
     }
     return py::none();
 }
@@ -416,10 +328,12 @@ class Hkl {
     }
 
     py::bytes fdump() const {
+        // encoded straight into the bytes object: one copy of a grid that may be GBs
         size_t n = nb_fdump_size(&own.g);
-        std::string out(n, '\0');
-        if (n) nb_fdump_encode(&own.g, reinterpret_cast<unsigned char *>(&out[0]));
-        return py::bytes(out);
+        PyObject *out = PyBytes_FromStringAndSize(nullptr, (Py_ssize_t)n);
+        if (!out) throw py::error_already_set();
+        if (n) nb_fdump_encode(&own.g, reinterpret_cast<unsigned char *>(PyBytes_AS_STRING(out)));
+        return py::reinterpret_steal<py::bytes>(out);
     }
 
     const nb_hkl *grid() const { return &own.g; }
@@ -438,7 +352,7 @@ class Setup {
         // Pass 1: every field; giving cell/amat/misset_seed also sets its
         // has_* flag.  Pass 2: explicit has_* keys, so that they win
         // whatever the dict order.
-        std::vector<std::pair<const Field *, py::handle>> flags;
+        std::vector<std::pair<const nb_field *, py::handle>> flags;
         for (auto item : params) {
             if (!PyUnicode_Check(item.first.ptr()))
                 throw py::type_error("parameter names must be str, got " + type_name(item.first));
@@ -447,7 +361,7 @@ class Setup {
                 set_sources(p, item.second);
                 continue;
             }
-            const Field *f = find_param(key);
+            const nb_field *f = nb_params_find(key.c_str());
             if (!f) {
                 if (key == "n_sources")
                     throw py::type_error("unknown parameter 'n_sources' (it is set from 'sources')");

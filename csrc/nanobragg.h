@@ -122,6 +122,31 @@ typedef struct nb_params {
 
 void nb_params_init(nb_params *p);
 
+/* The fields of nb_params by name (every field but `sources`/`n_sources`,
+ * which come from an array): the one table front ends set them through. */
+typedef enum { NB_FIELD_DOUBLE = 0, NB_FIELD_INT, NB_FIELD_LONG, NB_FIELD_ENUM } nb_field_kind;
+typedef struct nb_field {
+    const char *name;             /* as in struct nb_params */
+    nb_field_kind kind;           /* NB_FIELD_ENUM: stored as int */
+    int count;                    /* 1 for scalars, else the array length */
+    const char *const *choices;   /* NB_FIELD_ENUM: value names indexed by value, NULL-terminated */
+    const char *sets_flag;        /* the has_* field set to 1 along with this one, or NULL */
+} nb_field;
+int nb_params_nfields(void);
+const nb_field *nb_params_field(int i);                     /* NULL outside 0..nfields-1 */
+const nb_field *nb_params_find(const char *name);           /* NULL if unknown */
+int nb_params_enum_value(const nb_field *f, const char *name);   /* case-insensitive; -1 if none */
+const char *nb_params_enum_name(const nb_field *f, int value);  /* NULL if none */
+/* Set one field (and its has_* flag) from count numbers, or an enum field
+ * from its name (enum_text non-NULL; values ignored).  Integer and enum
+ * fields take integral values in their range.  NB_OK, or NB_EINVAL with a
+ * message "parameter 'name': ..." and *p unchanged. */
+int nb_params_set(nb_params *p, const char *name, const double *values, int n, const char *enum_text,
+                  char *err, size_t errlen);
+/* The same from integers, exactly (seeds beyond 2^53). */
+int nb_params_set_integers(nb_params *p, const char *name, const long long *values, int n,
+                           char *err, size_t errlen);
+
 /* The uniform generator shared by misset, mosaic and noise streams: one
  * shuffle table, each stream with its own state word, as the reference. */
 typedef struct nb_rng {

@@ -14,12 +14,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from . import _io
-from .params import UsageError, normalize, params_to_fields
+from .params import DEFAULT_FILES, UsageError, normalize, params_to_fields
 
 __all__ = ["simulate", "Result", "Noise"]
 
-DEFAULT_FILES = {"floatfile": "floatimage.bin", "intfile": "intimage.img", "pgmfile": "image.pgm",
-                 "noisefile": "noiseimage.img", "dump": "Fdump.bin"}
 BANNER = "nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17"
 
 Noise = namedtuple("Noise", "image photons overloads")
@@ -32,6 +30,11 @@ def _core():
         raise ImportError("nanobragg._core, the compiled engine, is missing: install the package with "
                           "'pip install .' from the source tree") from e
     return core
+
+
+# the SMV header keywords that -mask and -img take over (params._header_seed)
+_SMV_SEED_KEYWORDS = ("PIXEL_SIZE", "DISTANCE", "CLOSE_DISTANCE", "WAVELENGTH", "BEAM_CENTER_X", "BEAM_CENTER_Y",
+                      "ORGX", "ORGY", "PHI", "OSC_RANGE")
 
 
 class _ArrayHeader:
@@ -56,6 +59,8 @@ class Run:
         self.cli = cli
         self.dump_message = ""
         self.notes: Dict[str, List[str]] = {"pre": [], "mat": [], "hkl": []}
+        self.sources_name: Optional[str] = None      # for messages about the sources
+        self.sources_lines: Optional[List[int]] = None
         items = normalize(params)
         last: Dict[str, Any] = {}
         for opt, _name, value in items:
@@ -112,18 +117,39 @@ class Run:
                 if key in last:
                     self.notes["pre"].append(f"note: -{key} is accepted for compatibility and has no effect")
 
+        # the setup first: its checks (sizes, memory) are cheap, the HKL read may not be
+        self.setup = self._make_setup(core)
+
+        if self.mask is not None and self.mask.shape != (self.setup.spixels, self.setup.fpixels):
+            h, w = self.mask.shape
+            raise ValueError(f"{self._name('mask')}: the mask is {w}x{h} pixels but the detector is "
+                             f"{self.setup.fpixels}x{self.setup.spixels} (fast x slow)")
+        pp = self.extras.get("printout_pixel")
+        if pp is not None and pp[0] >= 0 and not (pp[0] < self.setup.fpixels and 0 <= pp[1] < self.setup.spixels):
+            # the reference prints every pixel for a negative fast index; otherwise it must be on the detector
+            raise UsageError(f"{self._name('printout_pixel')} {pp[0]} {pp[1]}: outside the "
+                             f"{self.setup.fpixels} x {self.setup.spixels} pixel detector (0..{self.setup.fpixels - 1}, "
+                             f"0..{self.setup.spixels - 1})")
+
         self.hkl = None
         self.hkl_count = 0
         self.hkl_from_text = False
         default_F = float(self.fields.get("default_F", 0.0))
         self._load_hkl(core, last, default_F)
 
-        self.setup = core.Setup(self.fields)
-
-        if self.mask is not None and self.mask.shape != (self.setup.spixels, self.setup.fpixels):
-            h, w = self.mask.shape
-            raise ValueError(f"{self._name('mask')}: the mask is {w}x{h} pixels but the detector is "
-                             f"{self.setup.fpixels}x{self.setup.spixels} (fast x slow)")
+    def _make_setup(self, core):
+        try:
+            return core.Setup(self.fields)
+        except ValueError as e:
+            msg = str(e)
+            if self.sources_name and msg.startswith("source "):
+                # the engine numbers the sources; name the file (or array) and line
+                try:
+                    k = int(msg.split()[1])
+                    msg = f"{self._source_where(k - 1)}: the source {msg.split(' ', 2)[2]}"
+                except (ValueError, IndexError):
+                    msg = f"{self.sources_name}: {msg}"
+            raise ValueError(msg) from None
 
     # -- names and messages -------------------------------------------------
 
@@ -151,6 +177,15 @@ class Run:
             smv = core.parse_smv(data)
         except ValueError as e:
             raise ValueError(f"{self._name(key)} {path}: {e}") from None
+        # the header keywords that seed the detector, beam and spindle must make sense
+        for kw in _SMV_SEED_KEYWORDS:
+            v = smv.value(kw)
+            if v is None:
+                continue
+            if not math.isfinite(v):
+                raise ValueError(f"{self._name(key)} {path}: header {kw}={v:g} is not a finite number")
+            if kw in ("PIXEL_SIZE", "WAVELENGTH") and not v > 0:
+                raise ValueError(f"{self._name(key)} {path}: header {kw}={v:g} must be positive")
         self.notes["pre"].append(f"reading {path}")
         return smv
 
@@ -174,25 +209,41 @@ class Run:
         return arr.reshape(3, 3)
 
     def _read_sources(self, value):
+        name = self._name("sourcefile")
         if isinstance(value, str):
             text = self._read_file(value, "sourcefile").decode("latin-1")
-            arr = _io.read_text_columns(text, 5)
+            try:
+                arr, lines = _io.read_sources(text)
+            except ValueError as e:
+                raise ValueError(f"{name} {value}: {e}") from None
             if arr.shape[0] == 0:
-                raise ValueError(f"{self._name('sourcefile')} {value}: no sources in the file")
+                raise ValueError(f"{name} {value}: no sources in the file")
+            self.sources_name, self.sources_lines = f"{name} {value}", lines
+            _io.check_sources(arr, self._source_where)
             return arr
         try:
             arr = np.array(value, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"{self._name('sourcefile')}: expected a file name or an (n, <=5) array "
+            raise ValueError(f"{name}: expected a file name or an (n, <=5) array "
                              f"(X Y Z weight lambda_m), got {_describe(value)}") from None
         if arr.ndim == 1:
             arr = arr.reshape(1, -1)
         if arr.ndim != 2 or arr.shape[0] == 0 or not 1 <= arr.shape[1] <= 5:
-            raise ValueError(f"{self._name('sourcefile')}: expected an (n, <=5) array (X Y Z weight lambda_m), "
+            raise ValueError(f"{name}: expected an (n, <=5) array (X Y Z weight lambda_m), "
                              f"got shape {arr.shape}")
         if arr.shape[1] < 5:
             arr = np.hstack([arr, np.full((arr.shape[0], 5 - arr.shape[1]), np.nan)])
+        if np.isinf(arr).any():
+            raise ValueError(f"{name}: the sources must be finite (NaN: the default for that column)")
+        self.sources_name, self.sources_lines = name, None
+        _io.check_sources(arr, self._source_where)
         return np.ascontiguousarray(arr)
+
+    def _source_where(self, i: int) -> str:
+        """Row i of the sources, for messages: the file's line, or the array's row."""
+        if self.sources_lines is None:
+            return f"{self.sources_name}: row {i}"
+        return f"{self.sources_name}: line {self.sources_lines[i]}"
 
     def _check_stol(self, value):
         # the reference reads the amorphous F(stol) table and stops when it is

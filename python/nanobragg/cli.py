@@ -2,21 +2,29 @@
 
     nanoBragg -cell 100 100 100 90 90 90 -default_F 100 -N 5 -distance 100 ...
 
-The flags go through args_to_params() and the same Run as simulate(), so the
-command and the Python API cannot disagree.  Errors are one line on stderr
+The flags go through args_to_params(), the same table as simulate()'s
+keywords.  Installed, the command is a lean Python front end plus a native
+program: _native.py checks the flags, reads the small inputs and hands a
+plan to nanobragg-run, which renders and writes the images, so that the
+command's peak memory stays that of a small C program (no NumPy, no _core in
+this process).  Without the runner (a source tree) it renders in-process
+through the same Run as simulate().  Errors are one line on stderr
 ("nanoBragg: error: ..."): exit 2 for usage mistakes, 1 for anything else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import sys
-from typing import List, Optional, Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - annotations only: the command does not load typing
+    from typing import Dict, List, Optional, Sequence
 
-from . import _io
-from .api import DEFAULT_FILES, Run
-from .params import HELP_FLAGS, UsageError, args_to_params, help_text
+from . import _io, _native
+from .params import DEFAULT_FILES, HELP_FLAGS, UsageError, args_to_params, help_text, params_to_fields
 
 PROG = "nanoBragg"
 
@@ -77,28 +85,89 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as e:
         _error(_os_message(e))
         return 1
-    except (ValueError, TypeError, MemoryError) as e:
+    except MemoryError as e:
+        _error(f"out of memory{': ' + str(e) if str(e) else ''}")
+        return 1
+    except (ValueError, TypeError) as e:
         _error(e)
         return 1
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except _Terminated:
+        _error("terminated")
+        return 143
+    except Exception as e:   # a bug: still one line, no traceback (NANOBRAGG_DEBUG=1 shows it)
+        if os.environ.get("NANOBRAGG_DEBUG"):
+            raise
+        _error(f"internal error: {type(e).__name__}: {e} (please report it; NANOBRAGG_DEBUG=1 shows the traceback)")
+        return 1
+
+
+class _Terminated(BaseException):
+    """SIGTERM while the outputs are being written."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """While the outputs are written, SIGTERM raises _Terminated so that the
+    temporary files are removed; elsewhere it keeps its default action."""
+    def handler(signum, frame):
+        raise _Terminated()
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):     # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_OUTPUT_FLAGS = (("floatfile", "-floatfile"), ("intfile", "-intfile"), ("pgmfile", "-pgmfile"),
+                 ("noisefile", "-noisefile"))
+
+
+def _outputs(params) -> Dict[str, str]:
+    """The files this run will write, by flag, from the parsed flags alone;
+    two outputs naming the same file is a usage error (one would be lost)."""
+    x = params_to_fields(params).extras
+    out = {}
+    for key, flag in _OUTPUT_FLAGS:
+        if key == "pgmfile" and not x.get("write_pgm", True):
+            continue
+        if key == "noisefile" and not x.get("noise", True):
+            continue
+        out[flag] = x.get(key, DEFAULT_FILES[key])
+    if "hkl" in params:
+        out["-dump"] = params.get("dump", DEFAULT_FILES["dump"])
+    seen: Dict[str, str] = {}
+    for flag, path in out.items():
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UsageError(f"{seen[real]} and {flag} both name '{path}': one output would overwrite the other")
+        seen[real] = flag
+    return out
 
 
 def _run(argv: List[str]) -> int:
     params = args_to_params(argv)
+    # every output is checked before any input is read or anything rendered
+    outputs = _outputs(params)
+    _io.check_writable([p for flag, p in outputs.items() if flag != "-dump"])
+    runner = _native.runner_path()
+    if runner is not None:
+        code = _native.run(params, runner)
+        if code is not None:
+            return code
+    from .api import Run   # in-process: NumPy and the compiled engine
     run = Run(params, cli=True)
     x = run.extras
 
     files = {k: x.get(k, DEFAULT_FILES[k]) for k in ("floatfile", "intfile", "pgmfile", "noisefile")}
     write_pgm = x.get("write_pgm", True)
     write_noise = x.get("noise", True)
-    outputs = [files["floatfile"], files["intfile"]]
-    if write_pgm:
-        outputs.append(files["pgmfile"])
-    if write_noise:
-        outputs.append(files["noisefile"])
-    _io.check_writable(outputs)          # fail before a long render, not after
 
     if run.hkl_from_text:
         run.write_dump()
@@ -121,28 +190,35 @@ def _run(argv: List[str]) -> int:
     omega = st["solid_angle"]
     _say("solid angle subtended by detector = %g steradian ( %g%% sphere)" % (omega, 100 * omega / 4 / math.pi))
 
-    image = result.float_image
-    _say("writing %s as %d %d-byte floats" % (files["floatfile"], image.size, 4))
-    result.write_float(files["floatfile"])
+    # every image goes to a temporary file first; they replace the old files
+    # together at the end, so a failed or interrupted run changes nothing
+    with _terminate_cleanly(), _io.OutputSet() as out:
+        image = result.float_image
+        _say("writing %s as %d %d-byte floats" % (files["floatfile"], image.size, 4))
+        out.stage(files["floatfile"], [result.float_bytes()])
 
-    _say("max_I = %g  at %g %g" % (st["max_I"], st["max_I_x"], st["max_I_y"]))
-    _say("mean= %g rms= %g rmsd= %g" % (st["mean"], st["rms"], st["rmsd"]))
-    int_img, int_scale = result._int()
-    _say("intfile_scale = %g" % int_scale)
-    _say("writing %s as %d-byte integers" % (files["intfile"], 2))
-    _io.atomic_write(files["intfile"], [result._smv_file(int_img)])
+        _say("max_I = %g  at %g %g" % (st["max_I"], st["max_I_x"], st["max_I_y"]))
+        _say("mean= %g rms= %g rmsd= %g" % (st["mean"], st["rms"], st["rmsd"]))
+        int_img, int_scale = result._int()
+        _say("intfile_scale = %g" % int_scale)
+        _say("writing %s as %d-byte integers" % (files["intfile"], 2))
+        out.stage(files["intfile"], [result._smv_file(int_img)])
+        del int_img
 
-    if write_pgm:
-        pgm_img, pgm_scale = result._pgm(int_scale)
-        _say("pgm_scale = %g" % pgm_scale)
-        _say("writing %s as %d-byte integers" % (files["pgmfile"], 1))
-        _io.atomic_write(files["pgmfile"], [result._pgm_file(pgm_img, pgm_scale)])
+        if write_pgm:
+            pgm_img, pgm_scale = result._pgm(int_scale)
+            _say("pgm_scale = %g" % pgm_scale)
+            _say("writing %s as %d-byte integers" % (files["pgmfile"], 1))
+            out.stage(files["pgmfile"], [result._pgm_file(pgm_img, pgm_scale)])
+            del pgm_img
 
-    if write_noise:
-        noise = result.noise()
-        _say("%.0f photons on noise image (%d overloads)" % (noise.photons, noise.overloads))
-        _say("writing %s as %d-byte integers" % (files["noisefile"], 2))
-        _io.atomic_write(files["noisefile"], [result._smv_file(noise.image)])
+        if write_noise:
+            noise = result.noise()
+            _say("%.0f photons on noise image (%d overloads)" % (noise.photons, noise.overloads))
+            _say("writing %s as %d-byte integers" % (files["noisefile"], 2))
+            out.stage(files["noisefile"], [result._smv_file(noise.image)])
+            del noise
+        out.commit()
     _flush()
     return 0
 

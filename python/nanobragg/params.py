@@ -32,12 +32,16 @@ Differences from the reference's parser, on purpose:
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+# annotations only (they are strings here): no typing or dataclasses at run
+# time, which the nanoBragg command's lean path would pay for in memory
+from collections.abc import Mapping   # loaded at start-up anyway (os uses it)
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = [
     "Option", "OPTIONS", "UsageError", "args_to_params", "normalize",
@@ -45,6 +49,9 @@ __all__ = [
 ]
 
 DEFAULT_PIXEL_MM = 0.1          # the reference's default pixel size, used by -mask header seeding
+# the command's default output and cache files, as the reference names them
+DEFAULT_FILES = {"floatfile": "floatimage.bin", "intfile": "intimage.img", "pgmfile": "image.pgm",
+                 "noisefile": "noiseimage.img", "dump": "Fdump.bin"}
 HC_EV_A = 12398.42              # -energy: lambda(A) = 12398.42 / E(eV), as the reference
 
 
@@ -56,11 +63,23 @@ class UsageError(ValueError):
 # what an option does to the parameters
 # ---------------------------------------------------------------------------
 
-@dataclass
 class State:
     """Accumulates the effect of the options, in order."""
-    fields: Dict[str, Any] = field(default_factory=dict)   # nb_params fields for _core.Setup
-    extras: Dict[str, Any] = field(default_factory=dict)   # everything the front ends handle (files, outputs)
+    __slots__ = ("fields", "extras")
+
+    def __init__(self, fields: Optional[Dict[str, Any]] = None, extras: Optional[Dict[str, Any]] = None):
+        self.fields: Dict[str, Any] = {} if fields is None else fields   # nb_params fields for _core.Setup
+        self.extras: Dict[str, Any] = {} if extras is None else extras   # everything the front ends handle (files, outputs)
+
+    def __repr__(self) -> str:
+        return f"State(fields={self.fields!r}, extras={self.extras!r})"
+
+    def __eq__(self, other):
+        if not isinstance(other, State):
+            return NotImplemented
+        return self.fields == other.fields and self.extras == other.extras
+
+    __hash__ = None   # mutable
 
     def vec_item(self, name: str, index: int, value: float, default=(0.0, 0.0, 0.0)) -> None:
         v = list(self.fields.get(name, default))
@@ -167,6 +186,9 @@ def _mat(st: State, v):
 
 
 def _flat9(v):
+    # a plain list of 9 numbers (the command's lean path) needs no NumPy
+    if isinstance(v, list) and len(v) == 9 and all(isinstance(x, float) for x in v):
+        return list(v)
     try:
         import numpy as np
         return np.asarray(v, dtype=float).reshape(9).tolist()
@@ -196,21 +218,45 @@ def _stol(mult: float):
 # the table
 # ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
 class Option:
-    names: Tuple[str, ...]          # command-line spellings, canonical first
-    kind: str                       # switch float int floats ints path data choice misset abs
-    n: int                          # number of values on the command line
-    metavar: str                    # value names for -h
-    units: str                      # units for -h
-    help: str
-    apply: Callable[[State, Any], None]
-    off: Optional[Callable[[State, Any], None]] = None   # switch=False in simulate()
-    check: Optional[Callable[[Any], Optional[str]]] = None   # -> message when out of range
-    choices: Tuple[str, ...] = ()
-    api_names: Tuple[str, ...] = ()  # extra keyword spellings (simulate() only)
-    cli: bool = True                 # offered on the command line
-    group: str = ""
+    """One option: read-only once made."""
+    __slots__ = ("names", "kind", "n", "metavar", "units", "help", "apply", "off", "check", "choices",
+                 "api_names", "cli", "group")
+
+    def __init__(self,
+                 names: Tuple[str, ...],          # command-line spellings, canonical first
+                 kind: str,                       # switch float int floats ints path data choice misset abs
+                 n: int,                          # number of values on the command line
+                 metavar: str,                    # value names for -h
+                 units: str,                      # units for -h
+                 help: str,
+                 apply: Callable[[State, Any], None],
+                 off: Optional[Callable[[State, Any], None]] = None,      # switch=False in simulate()
+                 check: Optional[Callable[[Any], Optional[str]]] = None,  # -> message when out of range
+                 choices: Tuple[str, ...] = (),
+                 api_names: Tuple[str, ...] = (),  # extra keyword spellings (simulate() only)
+                 cli: bool = True,                 # offered on the command line
+                 group: str = ""):
+        values = (names, kind, n, metavar, units, help, apply, off, check, choices, api_names, cli, group)
+        for name, value in zip(Option.__slots__, values):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Option is read-only: cannot set {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Option(names={self.names!r}, kind={self.kind!r}, n={self.n!r})"
+
+    def _values(self):
+        return tuple(getattr(self, name) for name in Option.__slots__)
+
+    def __eq__(self, other):
+        if not isinstance(other, Option):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self):
+        return hash(self._values())
 
     @property
     def key(self) -> str:
@@ -230,6 +276,14 @@ def _positive(v):
 def _nonneg(v):
     vals = v if isinstance(v, tuple) else (v,)
     return None if all(x >= 0 for x in vals) else "must be >= 0"
+
+
+def _roi_ok(v):
+    xmin, xmax, ymin, ymax = v
+    # any negative value is the detector's edge, as in the reference
+    if (xmin >= 0 and xmax >= 0 and xmin > xmax) or (ymin >= 0 and ymax >= 0 and ymin > ymax):
+        return "inverted: needs xmin <= xmax and ymin <= ymax"
+    return None
 
 
 def _cell_ok(v):
@@ -308,16 +362,20 @@ _o(("-lambda", "-wave"), "float", 1, "A", "Angstrom", "X-ray wavelength (default
 _o("-energy", "float", 1, "EV", "eV", "X-ray photon energy (alternative to -lambda)", _energy, check=_positive)
 _o("-dispersion", "float", 1, "PCT", "percent", "spectral dispersion delta-lambda/lambda", _set("dispersion_pct"),
    check=_nonneg)
-_o("-dispsteps", "int", 1, "N", "", "number of wavelengths across the dispersion", _set("dispsteps"))
+_o("-dispsteps", "int", 1, "N", "", "number of wavelengths across the dispersion (0: automatic)", _set("dispsteps"),
+   check=_nonneg)
 _o("-divergence", "float", 1, "MRAD", "mrad", "horizontal and vertical beam divergence",
    _set("hdivrange_mrad", "vdivrange_mrad"), check=_nonneg)
 _o("-hdivrange", "float", 1, "MRAD", "mrad", "horizontal beam divergence", _set("hdivrange_mrad"), check=_nonneg)
 _o("-vdivrange", "float", 1, "MRAD", "mrad", "vertical beam divergence", _set("vdivrange_mrad"), check=_nonneg)
 _o("-hdivstep", "float", 1, "MRAD", "mrad", "horizontal divergence step", _set("hdivstep_mrad"))
 _o("-vdivstep", "float", 1, "MRAD", "mrad", "vertical divergence step", _set("vdivstep_mrad"))
-_o("-hdivsteps", "int", 1, "N", "", "number of horizontal divergence steps", _set("hdivsteps"))
-_o("-vdivsteps", "int", 1, "N", "", "number of vertical divergence steps", _set("vdivsteps"))
-_o("-divsteps", "int", 1, "N", "", "number of divergence steps, horizontal and vertical", _set("hdivsteps", "vdivsteps"))
+_o("-hdivsteps", "int", 1, "N", "", "number of horizontal divergence steps (0: automatic)", _set("hdivsteps"),
+   check=_nonneg)
+_o("-vdivsteps", "int", 1, "N", "", "number of vertical divergence steps (0: automatic)", _set("vdivsteps"),
+   check=_nonneg)
+_o("-divsteps", "int", 1, "N", "", "number of divergence steps, horizontal and vertical (0: automatic)",
+   _set("hdivsteps", "vdivsteps"), check=_nonneg)
 _o("-round_div", "switch", 0, "", "", "trim the divergence grid to an ellipse (default)",
    _set("round_div", scale=lambda v: 1), off=_fields(round_div=0))
 _o("-square_div", "switch", 0, "", "", "full rectangular divergence grid", _set("round_div", scale=lambda v: 0),
@@ -391,7 +449,8 @@ _o("-point_pixel", "switch", 0, "", "", "no pixel solid-angle (obliquity) correc
 _o(("-detector_abs", "-detector_absorb", "-detector_absorption"), "abs", 1, "UM|inf", "um",
    "sensor attenuation depth; inf or 0: no absorption (and thickness 0)", _detector_abs, check=_nonneg)
 _o("-detector_thick", "float", 1, "UM", "um", "sensor thickness", _set("detector_thick_um"), check=_nonneg)
-_o(("-detector_thicksteps", "-thicksteps"), "int", 1, "N", "", "number of sensor layers", _set("detector_thicksteps"))
+_o(("-detector_thicksteps", "-thicksteps"), "int", 1, "N", "", "number of sensor layers (0: automatic)",
+   _set("detector_thicksteps"), check=_nonneg)
 _o("-oversample", "int", 1, "N", "", "sub-pixels per pixel edge (default: automatic)", _set("oversample"), check=_nonneg)
 _o("-oversample_thick", "switch", 0, "", "", "compute the sensor capture fraction per sub-pixel",
    _set("oversample_thick", scale=lambda v: 1), off=_fields(oversample_thick=0))
@@ -399,7 +458,8 @@ _o("-oversample_polar", "switch", 0, "", "", "compute polarization per sub-pixel
    _set("oversample_polar", scale=lambda v: 1), off=_fields(oversample_polar=0))
 _o("-oversample_omega", "switch", 0, "", "", "compute the solid angle per sub-pixel",
    _set("oversample_omega", scale=lambda v: 1), off=_fields(oversample_omega=0))
-_o("-roi", "ints", 4, "XMIN XMAX YMIN YMAX", "pixels", "render only this region (inclusive)", _set("roi"))
+_o("-roi", "ints", 4, "XMIN XMAX YMIN YMAX", "pixels", "render only this region (inclusive; -1: the edge)", _set("roi"),
+   check=_roi_ok)
 _o("-mask", "data", 1, "FILE", "", "SMV image whose zero pixels are skipped; its header sets the detector",
    _extra("mask"))
 _o("-img", "path", 1, "FILE", "", "SMV image whose header sets the detector, beam and phi", _extra("img"))
@@ -410,7 +470,7 @@ _group("spindle")
 _o("-phi", "float", 1, "DEG", "deg", "starting spindle rotation", _set("phi_deg"))
 _o("-osc", "float", 1, "DEG", "deg", "spindle oscillation range", _set("osc_deg"))
 _o("-phistep", "float", 1, "DEG", "deg", "spindle step", _set("phistep_deg"))
-_o("-phisteps", "int", 1, "N", "", "number of spindle steps", _set("phisteps"))
+_o("-phisteps", "int", 1, "N", "", "number of spindle steps", _set("phisteps"), check=_nonneg)
 
 _group("output")
 _o(("-floatfile", "-floatimage"), "path", 1, "FILE", "", "raw 4-byte float image (default: floatimage.bin)",
@@ -432,7 +492,8 @@ _o("-4stol", "data", 1, "FILE", "1/A", "as -stol with 4 sin(theta)/lambda", _sto
 _o("-Q", "data", 1, "FILE", "1/A", "as -stol with Q = 4 pi sin(theta)/lambda", _stol(1e10 / math.pi / 4))
 _o("-stolout", "path", 1, "FILE", "", "accepted; no effect, as in the reference", _extra("stolout"))
 _o("-printout", "switch", 0, "", "", "accepted; no effect (the engine does not print pixels)", _extras(printout=True))
-_o("-printout_pixel", "ints", 2, "F S", "pixels", "accepted; no effect", _extra("printout_pixel"))
+_o("-printout_pixel", "ints", 2, "F S", "pixels", "accepted (must be on the detector; F < 0: all); no effect",
+   _extra("printout_pixel"))
 _o("-progress", "switch", 0, "", "", "accepted; no effect (no progress meter)", _extras(progress=True))
 _o("-noprogress", "switch", 0, "", "", "accepted; no effect (no progress meter)", _extras(progress=False))
 _o("-threads", "int", 1, "N", "", "render threads (default 0: all cores); the image does not depend on it",
@@ -477,6 +538,7 @@ def keyword_names() -> List[str]:
 def suggest(name: str) -> Optional[str]:
     """The closest flag (for '-x') or keyword (for 'x'), for 'did you mean'."""
     pool = list(_BY_FLAG) if name.startswith("-") else list(_BY_KEYWORD)
+    import difflib   # only for messages: not paid by every command
     best = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
     if not best:
         low = {p.lower(): p for p in pool}
@@ -548,11 +610,11 @@ def coerce(opt: Option, value, what: Optional[str] = None):
         else:
             v = _to_float(value, what, allow_inf=True)
     elif k == "int":
-        v = _to_int(value, what)
+        v = _int_in_range(opt, _to_int(value, what), what)
     elif k == "floats":
         v = tuple(_to_float(x, what) for x in _seq(value, opt.n, what))
     elif k == "ints":
-        v = tuple(_to_int(x, what) for x in _seq(value, opt.n, what))
+        v = tuple(_int_in_range(opt, _to_int(x, what), what) for x in _seq(value, opt.n, what))
     elif k == "path":
         if not isinstance(value, (str, os.PathLike)):
             raise ValueError(f"{what}: expected a file name, got {type(value).__name__}")
@@ -580,6 +642,18 @@ def coerce(opt: Option, value, what: Optional[str] = None):
         msg = opt.check(v)
         if msg:
             raise ValueError(f"{what}: {msg}, got {_show(v)}")
+    return v
+
+
+_INT_RANGE = (-2**31, 2**31 - 1)          # C int
+_LONG_RANGE = (-2**63 + 1, 2**63 - 1)     # C long (seeds; negated inside, so not -2**63)
+_LONG_OPTIONS = ("-seed", "-mosaic_seed", "-misset_seed")
+
+
+def _int_in_range(opt: Option, v: int, what: str) -> int:
+    lo, hi = _LONG_RANGE if opt.names[0] in _LONG_OPTIONS else _INT_RANGE
+    if not lo <= v <= hi:
+        raise ValueError(f"{what}: {v} is out of range ({lo}..{hi})")
     return v
 
 
