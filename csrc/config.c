@@ -91,7 +91,36 @@ void nb_params_init(nb_params *p)
     p->adc_offset = 40.0;
 }
 
-/* Reject values that would make the simulation meaningless or crash. */
+/* The number of steps sampling() will give a sweep, from the range, step
+ * and count as typed (count <= 0 and negative range/step: automatic), so
+ * that validate() can refuse absurd counts before sampling() converts them
+ * to int.  In double: an absurd range/step ratio is inf, never UB. */
+static double sweep_steps(double range, double step, int count)
+{
+    if (count <= 0) {
+        if (range < 0.0) return step <= 0.0 ? 1.0 : 2.0;
+        if (range == 0.0) return 1.0;                 /* no extent: one sample */
+        return step <= 0.0 ? 2.0 : ceil(range / step);
+    }
+    if (range < 0.0) return step <= 0.0 ? (double)count : 2.0;
+    if (range == 0.0) return 1.0;
+    return count < 2 && step <= 0.0 ? 2.0 : (double)count;
+}
+
+/* phi steps as sampling() resolves them (no collapse to one for phi) */
+static double phi_steps(double range, double step, int count)
+{
+    if (count < 0) {
+        if (range < 0.0) return step <= 0.0 ? 1.0 : 2.0;
+        return step <= 0.0 ? 2.0 : ceil(range / step);
+    }
+    if (range < 0.0 && step > 0.0) return 2.0;
+    return count == 0 ? 1.0 : (double)count;
+}
+
+/* Reject values that would make the simulation meaningless, crash, or need
+ * more memory than is sensible.  Only the parameters are known here: the
+ * automatic oversampling is bounded in crystal.c, once the crystal is. */
 static int validate(const nb_params *p, char *err, size_t errlen)
 {
 #define REQUIRE(cond, ...) do { if (!(cond)) { nb_set_error(err, errlen, __VA_ARGS__); return NB_EINVAL; } } while (0)
@@ -106,9 +135,55 @@ static int validate(const nb_params *p, char *err, size_t errlen)
     REQUIRE(!p->has_cell || p->cell[0] > 0, "unit cell a must be positive (got %g A)", p->cell[0]);
     REQUIRE(p->Na >= 0 && p->Nb >= 0 && p->Nc >= 0, "unit-cell counts must not be negative");
     REQUIRE(p->n_sources >= 0 && (p->n_sources == 0 || p->sources), "source list is inconsistent");
-    REQUIRE(p->oversample <= 1000, "oversample %d is too large", p->oversample);
-    REQUIRE(p->mosaic_domains <= 1000000, "mosaic_domains %d is too large", p->mosaic_domains);
-    REQUIRE(p->phisteps <= 1000000, "phisteps %d is too large", p->phisteps);
+    REQUIRE(p->oversample <= NB_MAX_OVERSAMPLE, "oversample %d is too large (at most %d)", p->oversample,
+            NB_MAX_OVERSAMPLE);
+    REQUIRE(p->mosaic_domains <= 1000000, "mosaic_domains %d is too large (at most 1000000)", p->mosaic_domains);
+    REQUIRE(!(p->dispersion_pct >= 200.0), "dispersion of %g%% would make wavelengths <= 0 (must be < 200%%)",
+            p->dispersion_pct);
+    REQUIRE(!(p->flux != 0.0 && p->exposure_s > 0.0 && p->beamsize_mm == 0.0),
+            "-flux with -beamsize 0 gives an infinite fluence: give a positive -beamsize");
+
+    /* detector: pixel counts as detector_size() will round them */
+    double f = p->fpixels ? (double)p->fpixels : ceil(p->detsize_f_mm / p->pixel_mm - 0.5);
+    double sl = p->spixels ? (double)p->spixels : ceil(p->detsize_s_mm / p->pixel_mm - 0.5);
+    REQUIRE(f >= 1 && sl >= 1, "detector has no pixels (%g x %g)", f, sl);
+    REQUIRE(f * sl <= NB_MAX_PIXELS, "detector of %.0f x %.0f pixels needs %.1f GB per image: too large "
+            "(at most %.0f pixels)", f, sl, f * sl * sizeof(float) / 1e9, NB_MAX_PIXELS);
+
+    /* region of interest: -1 (any negative) is the detector's edge, as the reference */
+    double xmin = p->roi[0] < 0 ? 0 : p->roi[0], xmax = p->roi[1] < 0 ? f : p->roi[1];
+    double ymin = p->roi[2] < 0 ? 0 : p->roi[2], ymax = p->roi[3] < 0 ? sl : p->roi[3];
+    REQUIRE(xmin <= xmax && ymin <= ymax, "-roi %d %d %d %d is inverted (needs xmin <= xmax and ymin <= ymax)",
+            p->roi[0], p->roi[1], p->roi[2], p->roi[3]);
+    REQUIRE(xmin < f && ymin < sl, "-roi %d %d %d %d lies outside the %.0f x %.0f pixel detector",
+            p->roi[0], p->roi[1], p->roi[2], p->roi[3], f, sl);
+
+    /* sampling: every sweep, the sources and the crystal orientations */
+    double phi = phi_steps(p->osc_deg, p->phistep_deg, p->phisteps);
+    double hdiv = sweep_steps(p->hdivrange_mrad, p->hdivstep_mrad, p->hdivsteps);
+    double vdiv = sweep_steps(p->vdivrange_mrad, p->vdivstep_mrad, p->vdivsteps);
+    double disp = sweep_steps(p->dispersion_pct, -1.0, p->dispsteps);
+    double thick = sweep_steps(p->detector_thick_um, -1.0, p->detector_thicksteps);
+    REQUIRE(!(phi > NB_MAX_SWEEP_STEPS), "%.3g phi steps (-osc %g, -phistep %g, -phisteps %d): too many (at most %.0f)",
+            phi, p->osc_deg, p->phistep_deg, p->phisteps, NB_MAX_SWEEP_STEPS);
+    REQUIRE(!(hdiv > NB_MAX_SWEEP_STEPS), "%.3g horizontal divergence steps (-hdivrange %g, -hdivstep %g, -hdivsteps %d): "
+            "too many (at most %.0f)", hdiv, p->hdivrange_mrad, p->hdivstep_mrad, p->hdivsteps, NB_MAX_SWEEP_STEPS);
+    REQUIRE(!(vdiv > NB_MAX_SWEEP_STEPS), "%.3g vertical divergence steps (-vdivrange %g, -vdivstep %g, -vdivsteps %d): "
+            "too many (at most %.0f)", vdiv, p->vdivrange_mrad, p->vdivstep_mrad, p->vdivsteps, NB_MAX_SWEEP_STEPS);
+    REQUIRE(!(disp > NB_MAX_SWEEP_STEPS), "%d wavelength steps (-dispsteps): too many (at most %.0f)", p->dispsteps,
+            NB_MAX_SWEEP_STEPS);
+    REQUIRE(!(thick > NB_MAX_SWEEP_STEPS), "%d sensor layers (-detector_thicksteps): too many (at most %.0f)",
+            p->detector_thicksteps, NB_MAX_SWEEP_STEPS);
+    if (p->n_sources > 0)
+        REQUIRE(p->n_sources <= NB_MAX_SOURCES, "%d sources in the source list: too many (at most %.0f)",
+                p->n_sources, NB_MAX_SOURCES);
+    else
+        REQUIRE(hdiv * vdiv * disp <= NB_MAX_SOURCES, "%.0f x %.0f divergence x %.0f dispersion steps make %.3g sources: "
+                "too many (at most %.0f)", hdiv, vdiv, disp, hdiv * vdiv * disp, NB_MAX_SOURCES);
+    double domains = p->mosaic_domains > 0 ? p->mosaic_domains : 10;   /* auto: 1, or 10 with a spread */
+    REQUIRE(phi * domains <= NB_MAX_ORIENTATIONS, "%.0f phi steps x %.0f mosaic domains make %.3g crystal orientations "
+            "(%.1f GB): too many (at most %.0f)", phi, domains, phi * domains, phi * domains * 72 / 1e9,
+            NB_MAX_ORIENTATIONS);
 #undef REQUIRE
     return NB_OK;
 }

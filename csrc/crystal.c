@@ -7,6 +7,7 @@
  */
 #include <float.h>
 #include <stdlib.h>
+#include <limits.h>
 #include "internal.h"
 #include "stages.h"
 
@@ -77,11 +78,12 @@ static void log_vectors(nb_setup *s, const char *title, const char *names[3], co
     nb_log(s, "Z: %11.8f %11.8f %11.8f\n", x[2], y[2], z[2]);
 }
 
-static void auto_oversample(const nb_params *p, nb_setup *s, double xtal_max_m)
+static int auto_oversample(const nb_params *p, nb_setup *s, double xtal_max_m, char *err, size_t errlen)
 {
     double reciprocal_pixel_m = s->lambda0_m * s->distance_m / s->pixel_m;
-    int recommended = (int)ceil(3.0 * xtal_max_m / reciprocal_pixel_m);
-    if (recommended <= 0) recommended = 1;
+    /* in double first: an absurd ratio must not overflow the int */
+    double wanted = ceil(3.0 * xtal_max_m / reciprocal_pixel_m);
+    int recommended = !(wanted >= 1.0) ? 1 : wanted > INT_MAX ? INT_MAX : (int)wanted;
     s->oversample = p->oversample;
     if (s->oversample <= 0) {
         s->oversample = recommended;
@@ -93,6 +95,29 @@ static void auto_oversample(const nb_params *p, nb_setup *s, double xtal_max_m)
         nb_log(s, "         intensity may vary significantly across a pixel!\n");
         nb_log(s, "         recommend -oversample %d to work around this\n", recommended);
     }
+
+    /* the render keeps every sample of a pixel (sensor layers x sub-pixels x
+     * sources) in memory, per thread: refuse what would not fit sensibly */
+    double sources = p->n_sources > 0 ? (double)p->n_sources
+                                      : (double)s->hdivsteps * s->vdivsteps * s->dispsteps;
+    double per_subpixel = (s->thicksteps > 0 ? s->thicksteps : 1) * (sources > 0 ? sources : 1);
+    double samples = per_subpixel * (double)s->oversample * s->oversample;
+    if (samples > NB_MAX_PIXEL_SAMPLES || s->oversample > NB_MAX_OVERSAMPLE) {
+        int most = (int)floor(sqrt(NB_MAX_PIXEL_SAMPLES / per_subpixel));
+        if (most > NB_MAX_OVERSAMPLE) most = NB_MAX_OVERSAMPLE;
+        if (p->oversample <= 0)
+            nb_set_error(err, errlen, "automatic oversampling would be %d-fold (crystal %g um across, reciprocal "
+                         "pixel %g A), %.3g samples per pixel needing %.1f GB per render thread: give -oversample "
+                         "(at most %d here)", s->oversample, xtal_max_m * 1e6, reciprocal_pixel_m * 1e10, samples,
+                         samples * 56 / 1e9, most < 1 ? 1 : most);
+        else
+            nb_set_error(err, errlen, "-oversample %d with %.0f sensor layers and %.0f sources makes %.3g samples "
+                         "per pixel needing %.1f GB per render thread: too many (-oversample at most %d here)",
+                         s->oversample, (double)(s->thicksteps > 0 ? s->thicksteps : 1), sources, samples,
+                         samples * 56 / 1e9, most < 1 ? 1 : most);
+        return NB_EINVAL;
+    }
+    return NB_OK;
 }
 
 int nb_crystal_setup(const nb_params *p, nb_setup *s, long *misset_seed, double sample_m[3], char *err, size_t errlen)
@@ -199,7 +224,8 @@ int nb_crystal_setup(const nb_params *p, nb_setup *s, long *misset_seed, double 
     double size_a = la_m * s->Na, size_b = lb_m * s->Nb, size_c = lc_m * s->Nc;
     nb_log(s, "crystal is %g x %g x %g microns\n", size_a * 1e6, size_b * 1e6, size_c * 1e6);
     double size_max = fmax(size_a, fmax(size_b, size_c));
-    auto_oversample(p, s, size_max);
+    int rc = auto_oversample(p, s, size_max, err, errlen);
+    if (rc) return rc;
     double molecular_weight = size_a * size_b * size_c * 1.2e6 * 6.02214179e23 / (s->Na * s->Nb * s->Nc);
     nb_log(s, "approximate MW = %g\n", molecular_weight);
     return NB_OK;

@@ -15,8 +15,10 @@
 #include <string.h>
 #include "internal.h"
 
-/* refuse grids of more cells than this (16 GiB of doubles) */
-#define HKL_MAX_CELLS 2147483648.0
+/* refuse grids of more cells than this (8.6 GB of doubles): a range of
+ * about 1000 indices along every axis, far beyond any real data set, and
+ * small enough that a typo in one index cannot exhaust the memory */
+#define HKL_MAX_CELLS 1073741824.0
 /* Miller indices beyond this cannot be meant (and keep int arithmetic safe) */
 #define HKL_MAX_INDEX 1000000000.0
 
@@ -43,8 +45,9 @@ static int alloc_grid(nb_hkl *g, double default_F, char *err, size_t errlen)
 {
     double cells = padded_cells(g);
     if (cells > HKL_MAX_CELLS) {
-        nb_set_error(err, errlen, "HKL grid h %d..%d, k %d..%d, l %d..%d needs %.0f cells (%.3g GB): too large",
-                     g->h_min, g->h_max, g->k_min, g->k_max, g->l_min, g->l_max, cells, cells * 8e-9);
+        nb_set_error(err, errlen, "HKL grid h %d..%d, k %d..%d, l %d..%d needs %.0f cells (%.3g GB): too large "
+                     "(at most %.0f cells)", g->h_min, g->h_max, g->k_min, g->k_max, g->l_min, g->l_max, cells,
+                     cells * 8e-9, HKL_MAX_CELLS);
         return NB_EINVAL;
     }
     g->F = calloc((size_t)cells, sizeof *g->F);
@@ -87,6 +90,10 @@ int nb_hkl_from_rows(const double *rows, size_t n, double default_F, nb_hkl *out
             int i = (int)x;
             if (i < lo[a]) lo[a] = i;
             if (i > hi[a]) hi[a] = i;
+        }
+        if (!isfinite(rows[4 * r + 3])) {
+            nb_set_error(err, errlen, "HKL row %zu: F = %g is not a finite number", r + 1, rows[4 * r + 3]);
+            return NB_EINVAL;
         }
     }
     out->h_min = lo[0]; out->h_max = hi[0];
@@ -145,6 +152,10 @@ static int parse_line(const char *line, long lineno, double row[4], char *err, s
                          lineno, names[c], row[c]);
             return -1;
         }
+        if (c == 3 && !isfinite(row[c])) {
+            nb_set_error(err, errlen, "line %ld: F = %g is not a finite number", lineno, row[c]);
+            return -1;
+        }
     }
     return 1;
 }
@@ -165,15 +176,19 @@ static int push_row(row_list *rl, const double row[4])
     return 1;
 }
 
-/* walk the text line by line (copied so that strtod sees a terminator) */
+/* walk the text line by line (copied so that strtod sees a terminator);
+ * a line ends at LF, CR LF or a lone CR (old Mac files: the reference's
+ * fscanf reads those too, CR being white space to it) */
 static int collect_rows(char *text, size_t len, row_list *rl, char *err, size_t errlen)
 {
     long lineno = 0;
     char *line = text, *stop = text + len;
     while (line < stop) {
-        char *eol = memchr(line, '\n', (size_t)(stop - line));
-        if (eol == NULL) eol = stop;
-        *eol = '\0';
+        char *eol = line;
+        while (eol < stop && *eol != '\n' && *eol != '\r') eol++;
+        char *next = eol + 1;
+        if (eol < stop && *eol == '\r' && next < stop && *next == '\n') next++;
+        *eol = '\0';                  /* text[len] exists: the copy is terminated */
         ++lineno;
         if (strlen(line) != (size_t)(eol - line)) {
             nb_set_error(err, errlen, "line %ld: unexpected NUL byte (binary file?)", lineno);
@@ -186,7 +201,7 @@ static int collect_rows(char *text, size_t len, row_list *rl, char *err, size_t 
             nb_set_error(err, errlen, "line %ld: out of memory", lineno);
             return NB_ENOMEM;
         }
-        line = eol + 1;
+        line = next;
     }
     return NB_OK;
 }
@@ -281,7 +296,8 @@ int nb_fdump_parse(const unsigned char *buf, size_t len, nb_hkl *out, char *err,
     nb_hkl g = { b[0], b[1], b[2], b[3], b[4], b[5], 0, NULL };
     double cells = padded_cells(&g);
     if (cells > HKL_MAX_CELLS) {
-        nb_set_error(err, errlen, "Fdump: grid of %.0f cells is too large", cells);
+        nb_set_error(err, errlen, "Fdump: grid h %d..%d, k %d..%d, l %d..%d of %.0f cells (%.3g GB) is too large "
+                     "(at most %.0f cells)", b[0], b[1], b[2], b[3], b[4], b[5], cells, cells * 8e-9, HKL_MAX_CELLS);
         return NB_EFORMAT;
     }
     size_t want = (size_t)cells * sizeof(double);

@@ -272,30 +272,40 @@ def run(params, runner: str):
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-        try:
-            pid = spawn(runner, [runner, plan], os.environ)
-        except OSError:
-            return None
-        # a SIGTERM/SIGHUP for the command goes to the runner (it removes its
-        # temporary files); Ctrl-C reaches both: the runner reports it
+        # Ctrl-C, SIGTERM and SIGHUP for the command go to the runner (it
+        # removes its temporary files and reports them), including one that
+        # arrives while it is being started: installed before the spawn, so
+        # that no KeyboardInterrupt can leave a runner writing on its own
+        pid = None
+        pending = []
+
         def forward(signum, frame):
+            if pid is None:
+                pending.append(signum)
+                return
             try:
                 os.kill(pid, signum)
             except OSError:
                 pass
         previous = {}
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 previous[sig] = signal.signal(sig, forward)
             except (ValueError, OSError):     # not the main thread
                 pass
         try:
+            try:
+                pid = spawn(runner, [runner, plan], os.environ)
+            except OSError:
+                if signal.SIGINT in pending:
+                    raise KeyboardInterrupt from None
+                return None
+            for sig in pending:
+                forward(sig, None)
             while True:
                 try:
                     _, status = os.waitpid(pid, 0)
                     break
-                except KeyboardInterrupt:
-                    forward(signal.SIGINT, None)
                 except InterruptedError:     # pragma: no cover - retried by Python already
                     pass
         finally:
