@@ -3,7 +3,7 @@
 // Marshalling only: Python dicts, bytes and NumPy arrays <-> the C structs of
 // nanobragg.h.  Every C allocation is owned by an RAII wrapper so that it is
 // freed whatever path (success, C error, Python exception) is taken; every
-// non-zero C return becomes ValueError(<the C message>).  The GIL is released
+// non-zero C return becomes ValueError(<the C message>) (MemoryError for NB_ENOMEM).  The GIL is released
 // around nb_render and around the parsers of large inputs.
 
 #include <pybind11/numpy.h>
@@ -27,8 +27,13 @@ namespace {
 
 constexpr size_t kErrLen = 1024;
 
-[[noreturn]] void raise_c_error(const char *what, const char *err) {
+// NB_ENOMEM is MemoryError; every other engine error is ValueError.
+[[noreturn]] void raise_c_error(const char *what, const char *err, int rc = NB_EINVAL) {
     std::string msg = (err && err[0]) ? std::string(err) : std::string(what) + " failed";
+    if (rc == NB_ENOMEM) {
+        PyErr_SetString(PyExc_MemoryError, msg.c_str());
+        throw py::error_already_set();
+    }
     throw py::value_error(msg);
 }
 
@@ -207,7 +212,7 @@ void set_field(nb_params &p, const nb_field &f, const py::handle &value, const s
     char err[kErrLen] = "";
     int rc = f.kind == NB_FIELD_DOUBLE ? nb_params_set(&p, f.name, reals.data(), f.count, nullptr, err, sizeof err)
                                        : nb_params_set_integers(&p, f.name, ints.data(), f.count, err, sizeof err);
-    if (rc != NB_OK) raise_c_error("nb_params_set", err);
+    if (rc != NB_OK) raise_c_error("nb_params_set", err, rc);
 }
 
 // -------------------------------------------------- geometry (nb_setup) --
@@ -299,7 +304,7 @@ class Hkl {
             rc = nb_hkl_parse_text(reinterpret_cast<const char *>(buf.data()), buf.size(), default_F, &h->own.g, err,
                                    sizeof err);
         }
-        if (rc != NB_OK) raise_c_error("nb_hkl_parse_text", err);
+        if (rc != NB_OK) raise_c_error("nb_hkl_parse_text", err, rc);
         return h.release();
     }
 
@@ -312,7 +317,7 @@ class Hkl {
             py::gil_scoped_release nogil;
             rc = nb_fdump_parse(buf.data(), buf.size(), &h->own.g, err, sizeof err);
         }
-        if (rc != NB_OK) raise_c_error("nb_fdump_parse", err);
+        if (rc != NB_OK) raise_c_error("nb_fdump_parse", err, rc);
         return h.release();
     }
 
@@ -323,7 +328,7 @@ class Hkl {
         auto h = std::make_unique<Hkl>();
         char err[kErrLen] = "";
         int rc = nb_hkl_from_rows(rows.data(), n, default_F, &h->own.g, err, sizeof err);
-        if (rc != NB_OK) raise_c_error("nb_hkl_from_rows", err);
+        if (rc != NB_OK) raise_c_error("nb_hkl_from_rows", err, rc);
         return h.release();
     }
 
@@ -377,7 +382,7 @@ class Setup {
 
         char err[kErrLen] = "";
         int rc = nb_setup_init(&p, &own_.s, err, sizeof err);
-        if (rc != NB_OK) raise_c_error("nb_setup_init", err);
+        if (rc != NB_OK) raise_c_error("nb_setup_init", err, rc);
     }
 
     const nb_setup &s() const { return own_.s; }
@@ -437,7 +442,7 @@ class Setup {
             py::gil_scoped_release nogil;
             rc = nb_render(&s, grid, mask_ptr, img, &st, threads, err, sizeof err);
         }
-        if (rc != NB_OK) raise_c_error("nb_render", err);
+        if (rc != NB_OK) raise_c_error("nb_render", err, rc);
 
         py::dict stats;
         stats["max_I"] = st.max_I;
@@ -567,7 +572,7 @@ Smv *parse_smv(const py::object &obj) {
         py::gil_scoped_release nogil;
         rc = nb_smv_parse(buf.data(), buf.size(), &smv->own.v, err, sizeof err);
     }
-    if (rc != NB_OK) raise_c_error("nb_smv_parse", err);
+    if (rc != NB_OK) raise_c_error("nb_smv_parse", err, rc);
     const nb_smv &v = smv->own.v;
     py::ssize_t h = v.height > 0 ? v.height : 0, w = v.width > 0 ? v.width : 0;
     smv->data = copy_array<uint16_t>(v.data, {h, w});
