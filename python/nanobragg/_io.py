@@ -362,3 +362,22 @@ def read_smv_header(path: str) -> SmvHeader:
 def _stat_is_regular(st) -> bool:
     import stat
     return stat.S_ISREG(st.st_mode)
+
+
+# the SMV header keywords that seed the detector, beam and spindle (-img, -mask)
+SMV_SEED_KEYWORDS = ("PIXEL_SIZE", "DISTANCE", "CLOSE_DISTANCE", "WAVELENGTH", "BEAM_CENTER_X", "BEAM_CENTER_Y",
+                      "ORGX", "ORGY", "PHI", "OSC_RANGE")
+
+
+def check_smv_seed_values(smv, label: str) -> None:
+    """The seeding header values must make sense: finite, and a positive
+    pixel size and wavelength.  ``smv.value(kw)`` is a float or None."""
+    import math
+    for kw in SMV_SEED_KEYWORDS:
+        v = smv.value(kw)
+        if v is None:
+            continue
+        if not math.isfinite(v):
+            raise ValueError(f"{label}: header {kw}={v:g} is not a finite number")
+        if kw in ("PIXEL_SIZE", "WAVELENGTH") and not v > 0:
+            raise ValueError(f"{label}: header {kw}={v:g} must be positive")

@@ -21,7 +21,6 @@ The plan format is described at the top of csrc/cli/nanobragg_run.c.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -29,10 +28,6 @@ from . import _io
 from .params import DEFAULT_FILES, UsageError, normalize, params_to_fields
 
 RUNNER = "nanobragg-run"
-
-# the SMV header keywords that -mask and -img take over (params._header_seed), as api.Run checks them
-_SMV_SEED_KEYWORDS = ("PIXEL_SIZE", "DISTANCE", "CLOSE_DISTANCE", "WAVELENGTH", "BEAM_CENTER_X", "BEAM_CENTER_Y",
-                      "ORGX", "ORGY", "PHI", "OSC_RANGE")
 
 
 def runner_path():
@@ -79,14 +74,7 @@ def _read_smv(path: str, key: str, notes_pre: list):
         raise type(e)(e.errno, f"cannot read -{key} file '{path}': {e.strerror or e}") from None
     except ValueError as e:
         raise ValueError(f"-{key} {path}: {e}") from None
-    for kw in _SMV_SEED_KEYWORDS:
-        v = smv.value(kw)
-        if v is None:
-            continue
-        if not math.isfinite(v):
-            raise ValueError(f"-{key} {path}: header {kw}={v:g} is not a finite number")
-        if kw in ("PIXEL_SIZE", "WAVELENGTH") and not v > 0:
-            raise ValueError(f"-{key} {path}: header {kw}={v:g} must be positive")
+    _io.check_smv_seed_values(smv, f"-{key} {path}")
     notes_pre.append(f"reading {path}")
     return smv
 

@@ -32,9 +32,6 @@ def _core():
     return core
 
 
-# the SMV header keywords that -mask and -img take over (params._header_seed)
-_SMV_SEED_KEYWORDS = ("PIXEL_SIZE", "DISTANCE", "CLOSE_DISTANCE", "WAVELENGTH", "BEAM_CENTER_X", "BEAM_CENTER_Y",
-                      "ORGX", "ORGY", "PHI", "OSC_RANGE")
 
 
 class _ArrayHeader:
@@ -177,15 +174,7 @@ class Run:
             smv = core.parse_smv(data)
         except ValueError as e:
             raise ValueError(f"{self._name(key)} {path}: {e}") from None
-        # the header keywords that seed the detector, beam and spindle must make sense
-        for kw in _SMV_SEED_KEYWORDS:
-            v = smv.value(kw)
-            if v is None:
-                continue
-            if not math.isfinite(v):
-                raise ValueError(f"{self._name(key)} {path}: header {kw}={v:g} is not a finite number")
-            if kw in ("PIXEL_SIZE", "WAVELENGTH") and not v > 0:
-                raise ValueError(f"{self._name(key)} {path}: header {kw}={v:g} must be positive")
+        _io.check_smv_seed_values(smv, f"{self._name(key)} {path}")
         self.notes["pre"].append(f"reading {path}")
         return smv
 
