@@ -172,6 +172,26 @@ static void store(nb_params *p, const field_entry *fe, const unsigned char *tmp)
     if (fe->flag_offset != NOFLAG) *(int *)((char *)p + fe->flag_offset) = 1;
 }
 
+/* the field called name, or NULL with the message */
+static const field_entry *find_field(const char *name, char *err, size_t errlen)
+{
+    const field_entry *fe = find(name);
+    if (fe == NULL) nb_set_error(err, errlen, "unknown parameter '%s'", name ? name : "(null)");
+    return fe;
+}
+
+/* n values, and some given at all */
+static int check_values(const nb_field *f, int have_values, int n, char *err, size_t errlen)
+{
+    int rc = check_count(f, n, err, errlen);
+    if (rc != NB_OK) return rc;
+    if (!have_values) {
+        nb_set_error(err, errlen, "parameter '%s': no values", f->name);
+        return NB_EINVAL;
+    }
+    return NB_OK;
+}
+
 static void put_integer(nb_field_kind k, long long v, unsigned char *dst)
 {
     if (k == NB_FIELD_LONG) { long x = (long)v; memcpy(dst, &x, sizeof x); }
@@ -181,18 +201,11 @@ static void put_integer(nb_field_kind k, long long v, unsigned char *dst)
 int nb_params_set_integers(nb_params *p, const char *name, const long long *values, int n,
                            char *err, size_t errlen)
 {
-    const field_entry *fe = find(name);
-    if (fe == NULL) {
-        nb_set_error(err, errlen, "unknown parameter '%s'", name ? name : "(null)");
-        return NB_EINVAL;
-    }
+    const field_entry *fe = find_field(name, err, errlen);
+    if (fe == NULL) return NB_EINVAL;
     const nb_field *f = &fe->pub;
-    int rc = check_count(f, n, err, errlen);
+    int rc = check_values(f, values != NULL, n, err, errlen);
     if (rc != NB_OK) return rc;
-    if (values == NULL) {
-        nb_set_error(err, errlen, "parameter '%s': no values", f->name);
-        return NB_EINVAL;
-    }
     unsigned char tmp[16 * sizeof(double)];     /* the largest field: 9 doubles */
     for (int i = 0; i < n; i++) {
         if (f->kind == NB_FIELD_DOUBLE) {
@@ -211,11 +224,8 @@ int nb_params_set_integers(nb_params *p, const char *name, const long long *valu
 int nb_params_set(nb_params *p, const char *name, const double *values, int n, const char *enum_text,
                   char *err, size_t errlen)
 {
-    const field_entry *fe = find(name);
-    if (fe == NULL) {
-        nb_set_error(err, errlen, "unknown parameter '%s'", name ? name : "(null)");
-        return NB_EINVAL;
-    }
+    const field_entry *fe = find_field(name, err, errlen);
+    if (fe == NULL) return NB_EINVAL;
     const nb_field *f = &fe->pub;
     if (enum_text != NULL) {
         if (f->kind != NB_FIELD_ENUM) {
@@ -234,12 +244,8 @@ int nb_params_set(nb_params *p, const char *name, const double *values, int n, c
         store(p, fe, tmp);
         return NB_OK;
     }
-    int rc = check_count(f, n, err, errlen);
+    int rc = check_values(f, values != NULL, n, err, errlen);
     if (rc != NB_OK) return rc;
-    if (values == NULL) {
-        nb_set_error(err, errlen, "parameter '%s': no values", f->name);
-        return NB_EINVAL;
-    }
     if (f->kind == NB_FIELD_DOUBLE) {
         unsigned char tmp[16 * sizeof(double)];
         memcpy(tmp, values, (size_t)n * sizeof(double));
