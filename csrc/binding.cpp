@@ -1,12 +1,16 @@
 // binding.cpp - the nanobragg._core extension module.
 //
-// Marshalling only: Python dicts, bytes and NumPy arrays <-> the C structs of
-// nanobragg.h.  Every C allocation is owned by an RAII wrapper so that it is
-// freed whatever path (success, C error, Python exception) is taken; every
-// non-zero C return becomes ValueError(<the C message>) (MemoryError for NB_ENOMEM).  The GIL is released
-// around nb_render and around the parsers of large inputs.
+// Marshalling only: Python dicts, bytes and buffers <-> the C structs of
+// nanobragg.h.  Images cross as `Buffer` objects (the buffer protocol, so
+// numpy.asarray() views them without a copy, and the nanoBragg command can
+// write them without importing NumPy); image inputs are any C-contiguous
+// buffer of the right type and size.  Every C allocation is owned by an RAII
+// wrapper so that it is freed whatever path is taken; every non-zero C
+// return becomes ValueError(<the C message>) (MemoryError for NB_ENOMEM).
+// The GIL is released around nb_render and the parsers of large inputs; the
+// render's poll callback takes it back to run Python's signal handlers, so
+// Ctrl-C (or any handler that raises) stops a render promptly.
 
-#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <cctype>
@@ -45,6 +49,86 @@ py::str decode_text(const char *text, size_t n = (size_t)-1) {
     if (!o) throw py::error_already_set();
     return py::reinterpret_steal<py::str>(o);
 }
+
+// --------------------------------------------------------------- Buffer --
+
+// An owned, C-contiguous N-d array of one scalar type, exposed through the
+// buffer protocol.
+struct Buffer {
+    std::vector<unsigned char> bytes;
+    std::string format;           // struct-module code: "f", "d", "H", "B"
+    size_t itemsize = 0;
+    std::vector<py::ssize_t> shape;
+
+    Buffer(const std::string &fmt, size_t item, std::vector<py::ssize_t> shp) : format(fmt), itemsize(item), shape(std::move(shp)) {
+        size_t n = 1;
+        for (auto d : shape) n *= (size_t)(d > 0 ? d : 0);
+        bytes.assign(n * itemsize, 0);
+    }
+    template <typename T> T *data() { return reinterpret_cast<T *>(bytes.data()); }
+    py::buffer_info info() {
+        std::vector<py::ssize_t> strides(shape.size());
+        py::ssize_t st = (py::ssize_t)itemsize;
+        for (size_t i = shape.size(); i-- > 0;) {
+            strides[i] = st;
+            st *= shape[i];
+        }
+        return py::buffer_info(bytes.data(), (py::ssize_t)itemsize, format, (py::ssize_t)shape.size(), shape, strides);
+    }
+};
+
+template <typename T> const char *format_of();
+template <> const char *format_of<float>() { return "f"; }
+template <> const char *format_of<double>() { return "d"; }
+template <> const char *format_of<uint16_t>() { return "H"; }
+template <> const char *format_of<uint8_t>() { return "B"; }
+
+template <typename T> std::unique_ptr<Buffer> make_buffer(std::vector<py::ssize_t> shape) {
+    return std::make_unique<Buffer>(format_of<T>(), sizeof(T), std::move(shape));
+}
+
+template <typename T> py::object copy_buffer(const T *src, std::vector<py::ssize_t> shape) {
+    auto b = make_buffer<T>(std::move(shape));
+    if (src && !b->bytes.empty()) std::memcpy(b->bytes.data(), src, b->bytes.size());
+    return py::cast(b.release(), py::return_value_policy::take_ownership);
+}
+
+// A read-only view of a C-contiguous buffer of T with exactly n elements.
+template <typename T> class TypedView {
+  public:
+    TypedView(const py::handle &obj, size_t n, const std::string &what) {
+        if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+            PyErr_Clear();
+            throw py::type_error(what + ": expected a C-contiguous array of " + format_name() + ", got " +
+                                 std::string(py::str(py::type::of(obj).attr("__name__"))));
+        }
+        held_ = true;
+        std::string fmt = view_.format ? view_.format : "B";
+        if (!fmt.empty() && (fmt[0] == '<' || fmt[0] == '=' || fmt[0] == '@')) fmt = fmt.substr(1);
+        if (view_.itemsize != (py::ssize_t)sizeof(T) || !format_matches(fmt))
+            throw py::type_error(what + ": expected " + format_name() + " elements, got format '" + fmt + "'");
+        if ((size_t)(view_.len / view_.itemsize) != n)
+            throw py::value_error(what + ": expected " + std::to_string(n) + " elements, got " +
+                                  std::to_string(view_.len / view_.itemsize));
+    }
+    ~TypedView() {
+        if (held_) PyBuffer_Release(&view_);
+    }
+    TypedView(const TypedView &) = delete;
+    TypedView &operator=(const TypedView &) = delete;
+    const T *data() const { return static_cast<const T *>(view_.buf); }
+
+  private:
+    Py_buffer view_{};
+    bool held_ = false;
+    static bool format_matches(const std::string &f) {
+        const std::string want = format_of<T>();
+        if (f == want) return true;
+        // unsigned 16-bit may be spelled by its C name on some platforms
+        return want == "H" && f == "u2";
+    }
+    static std::string format_name() { return std::string("'") + format_of<T>() + "'"; }
+};
 
 // ------------------------------------------------------------ RAII owners --
 
@@ -274,19 +358,6 @@ py::object out_scalar(const OutField &f, const char *src) {
     return py::none();
 }
 
-template <typename T>
-py::array_t<T> copy_array(const T *src, std::vector<py::ssize_t> shape) {
-    py::array_t<T> a(shape);
-    size_t n = 1;
-    for (auto d : shape) n *= (size_t)d;
-    if (n) {
-        if (src)
-            std::memcpy(a.mutable_data(), src, n * sizeof(T));
-        else
-            std::memset(a.mutable_data(), 0, n * sizeof(T));
-    }
-    return a;
-}
 
 // ------------------------------------------------------------------ Hkl --
 
@@ -321,13 +392,12 @@ class Hkl {
         return h.release();
     }
 
-    static Hkl *from_rows(py::array_t<double, py::array::c_style | py::array::forcecast> rows, double default_F) {
-        if (!(rows.ndim() == 2 && rows.shape(1) == 4) && !(rows.ndim() == 1 && rows.shape(0) == 0))
-            throw py::value_error("Hkl.from_rows: expected an array of shape (n, 4) (h k l F per row)");
-        size_t n = rows.ndim() == 2 ? (size_t)rows.shape(0) : 0;
+    // rows: a C-contiguous float64 buffer of n rows of h k l F
+    static Hkl *from_rows(const py::buffer &rows, size_t n, double default_F) {
+        TypedView<double> view(rows, n * 4, "Hkl.from_rows");
         auto h = std::make_unique<Hkl>();
         char err[kErrLen] = "";
-        int rc = nb_hkl_from_rows(rows.data(), n, default_F, &h->own.g, err, sizeof err);
+        int rc = nb_hkl_from_rows(view.data(), n, default_F, &h->own.g, err, sizeof err);
         if (rc != NB_OK) raise_c_error("nb_hkl_from_rows", err, rc);
         return h.release();
     }
@@ -346,7 +416,32 @@ class Hkl {
 
 // ---------------------------------------------------------------- Setup --
 
-using FloatImage = py::array_t<float, py::array::c_style | py::array::forcecast>;
+// The render's poll callback: run Python's signal handlers (and an optional
+// progress callable) with the GIL; an exception from either cancels the
+// render and is re-raised once it has stopped.
+struct PollState {
+    PyThreadState *saved = nullptr;   // the released thread state of the caller
+    py::object progress;              // None or callable(done, total)
+    PyObject *exc_type = nullptr, *exc_value = nullptr, *exc_tb = nullptr;
+};
+
+extern "C" int poll_python(void *ctx, long done, long total) {
+    auto *ps = static_cast<PollState *>(ctx);
+    PyEval_RestoreThread(ps->saved);
+    int cancel = 0;
+    if (PyErr_CheckSignals() != 0) {
+        cancel = 1;
+    } else if (!ps->progress.is_none()) {
+        PyObject *r = PyObject_CallFunction(ps->progress.ptr(), "ll", done, total);
+        if (r)
+            Py_DECREF(r);
+        else
+            cancel = 1;
+    }
+    if (cancel) PyErr_Fetch(&ps->exc_type, &ps->exc_value, &ps->exc_tb);
+    ps->saved = PyEval_SaveThread();
+    return cancel;
+}
 
 class Setup {
   public:
@@ -409,84 +504,88 @@ class Setup {
             }
         }
         py::ssize_t ns = s.n_sources > 0 ? s.n_sources : 0;
-        d["source_dir"] = copy_array<double>(s.source_dir, {ns, 3});
-        d["source_weight"] = copy_array<double>(s.source_weight, {ns});
-        d["source_lambda_m"] = copy_array<double>(s.source_lambda_m, {ns});
+        d["source_dir"] = copy_buffer<double>(s.source_dir, {ns, 3});
+        d["source_weight"] = copy_buffer<double>(s.source_weight, {ns});
+        d["source_lambda_m"] = copy_buffer<double>(s.source_lambda_m, {ns});
         py::ssize_t nd = s.mosaic_domains > 0 && s.mosaic_umats ? s.mosaic_domains : 0;
-        d["mosaic_umats"] = copy_array<double>(s.mosaic_umats, {nd, 3, 3});
+        d["mosaic_umats"] = copy_buffer<double>(s.mosaic_umats, {nd, 3, 3});
         return d;
     }
 
-    py::tuple render(const Hkl *hkl, const py::object &mask_obj, int threads) const {
+    py::tuple render(const Hkl *hkl, const py::object &mask_obj, int threads, bool exact_threads,
+                     const py::object &progress) const {
         const nb_setup &s = own_.s;
         const py::ssize_t H = s.spixels, W = s.fpixels;
-        py::array_t<uint16_t, py::array::c_style | py::array::forcecast> mask;
-        const uint16_t *mask_ptr = nullptr;
-        if (!mask_obj.is_none()) {
-            mask = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>::ensure(mask_obj);
-            if (!mask) throw py::type_error("render: mask must be an array convertible to uint16");
-            if (mask.ndim() != 2 || mask.shape(0) != H || mask.shape(1) != W)
-                throw py::value_error("render: mask must have shape (" + std::to_string(H) + ", " + std::to_string(W) +
-                                      ")");
-            mask_ptr = mask.data();
-        }
-        py::array_t<float> image({H, W});
-        if (H > 0 && W > 0) std::memset(image.mutable_data(), 0, sizeof(float) * (size_t)(H * W));
-        float *img = image.mutable_data();
+        std::unique_ptr<TypedView<uint16_t>> mask;
+        if (!mask_obj.is_none()) mask = std::make_unique<TypedView<uint16_t>>(mask_obj, (size_t)(H * W), "render: mask");
+        auto image = make_buffer<float>({H, W});
         nb_stats st;
         std::memset(&st, 0, sizeof st);
         char err[kErrLen] = "";
         const nb_hkl *grid = hkl ? hkl->grid() : nullptr;
-        int rc;
-        {
-            py::gil_scoped_release nogil;
-            rc = nb_render(&s, grid, mask_ptr, img, &st, threads, err, sizeof err);
+        PollState ps;
+        ps.progress = progress;
+        nb_render_opts opts = {threads, exact_threads ? 1 : 0, poll_python, &ps};
+        ps.saved = PyEval_SaveThread();
+        int rc = nb_render(&s, grid, mask ? mask->data() : nullptr, image->data<float>(), &st, &opts, err, sizeof err);
+        PyEval_RestoreThread(ps.saved);
+        if (rc == NB_ECANCELLED && ps.exc_type) {
+            PyErr_Restore(ps.exc_type, ps.exc_value, ps.exc_tb);
+            throw py::error_already_set();
         }
         if (rc != NB_OK) raise_c_error("nb_render", err, rc);
-
         py::dict stats;
         stats["max_I"] = st.max_I;
         stats["max_I_x_m"] = st.max_I_x_m;
         stats["max_I_y_m"] = st.max_I_y_m;
+        stats["min_I"] = st.min_I;
         stats["mean"] = st.mean;
         stats["rms"] = st.rms;
         stats["rmsd"] = st.rmsd;
         stats["omega_sum"] = st.omega_sum;
         stats["pixels_rendered"] = st.pixels_rendered;
+        stats["nonfinite_pixels"] = st.nonfinite_pixels;
         stats["interpolation_fell_back"] = py::bool_(st.interpolation_fell_back != 0);
         stats["fallback_pixel"] = st.fallback_pixel;
         stats["fallback_hkl"] = py::make_tuple(st.fallback_hkl[0], st.fallback_hkl[1], st.fallback_hkl[2]);
         stats["fallback_hkl0"] = py::make_tuple(st.fallback_hkl0[0], st.fallback_hkl0[1], st.fallback_hkl0[2]);
-        return py::make_tuple(image, stats);
+        return py::make_tuple(py::cast(image.release(), py::return_value_policy::take_ownership), stats);
     }
-
-    py::tuple int_image(FloatImage image, double max_I) const {
-        check_image(image, "int_image");
-        py::array_t<uint16_t> out = zeros<uint16_t>();
-        double scale = nb_int_image(&own_.s, image.data(), max_I, out.mutable_data());
-        return py::make_tuple(out, scale);
+    py::tuple int_image(const py::object &image, double max_I) const {
+        TypedView<float> in(image, pixels(), "int_image: image");
+        auto out = make_buffer<uint16_t>(shape());
+        double scale;
+        {
+            py::gil_scoped_release nogil;
+            scale = nb_int_image(&own_.s, in.data(), max_I, out->data<uint16_t>());
+        }
+        return py::make_tuple(py::cast(out.release(), py::return_value_policy::take_ownership), scale);
     }
-
-    py::tuple pgm_image(FloatImage image, double intfile_scale, double rmsd) const {
-        check_image(image, "pgm_image");
-        py::array_t<uint8_t> out = zeros<uint8_t>();
-        double scale = nb_pgm_image(&own_.s, image.data(), intfile_scale, rmsd, out.mutable_data());
-        return py::make_tuple(out, scale);
+    py::tuple pgm_image(const py::object &image, double intfile_scale, double rmsd) const {
+        TypedView<float> in(image, pixels(), "pgm_image: image");
+        auto out = make_buffer<uint8_t>(shape());
+        double scale;
+        {
+            py::gil_scoped_release nogil;
+            scale = nb_pgm_image(&own_.s, in.data(), intfile_scale, rmsd, out->data<uint8_t>());
+        }
+        return py::make_tuple(py::cast(out.release(), py::return_value_policy::take_ownership), scale);
     }
-
-    py::tuple noise_image(FloatImage image, const py::object &seed_obj) const {
-        check_image(image, "noise_image");
+    py::tuple noise_image(const py::object &image, const py::object &seed_obj) const {
+        TypedView<float> in(image, pixels(), "noise_image: image");
         long seed = own_.s.seed;
         if (!seed_obj.is_none())
             seed = -(long)to_integer(seed_obj, "seed", -std::numeric_limits<long>::max(),
                                      std::numeric_limits<long>::max());
-        py::array_t<uint16_t> out = zeros<uint16_t>();
+        auto out = make_buffer<uint16_t>(shape());
         double photons = 0.0;
         long overloads = 0;
-        nb_noise_image(&own_.s, image.data(), seed, out.mutable_data(), &photons, &overloads);
-        return py::make_tuple(out, photons, overloads);
+        {
+            py::gil_scoped_release nogil;
+            nb_noise_image(&own_.s, in.data(), seed, out->data<uint16_t>(), &photons, &overloads);
+        }
+        return py::make_tuple(py::cast(out.release(), py::return_value_policy::take_ownership), photons, overloads);
     }
-
     /* The header exactly as the reference writes it: 512 bytes, or longer
      * (unpadded) when its text does not fit, with the pixels right after. */
     py::bytes smv_header() const {
@@ -508,48 +607,41 @@ class Setup {
 
   private:
     SetupOwner own_;
-    py::object sources_;   // keeps the (n,5) array nb_params.sources points into alive
+    std::vector<double> sources_;   // the rows nb_params.sources points into
 
+    // rows of X Y Z weight lambda_m (NaN: the default), from a float64 buffer
+    // of shape (n, 5) or any sequence of 5-number sequences
     void set_sources(nb_params &p, const py::handle &value) {
-        if (value.is_none()) {
-            sources_ = py::none();
-            p.sources = nullptr;
-            p.n_sources = 0;
-            return;
+        sources_.clear();
+        p.sources = nullptr;
+        p.n_sources = 0;
+        if (value.is_none()) return;
+        if (PyObject_CheckBuffer(value.ptr())) {
+            py::buffer_info bi = py::reinterpret_borrow<py::buffer>(value).request();
+            if (bi.format != "d" || bi.itemsize != sizeof(double))
+                bad_value("sources", "expected float64 values, got format '" + bi.format + "'");
+            if (bi.size == 0) return;
+            if (bi.ndim != 2 || bi.shape[1] != 5 || bi.strides[1] != (py::ssize_t)sizeof(double) ||
+                bi.strides[0] != 5 * (py::ssize_t)sizeof(double))
+                bad_value("sources", "expected a C-contiguous array of shape (n, 5) (X Y Z weight lambda_m per row)");
+            const double *d = static_cast<const double *>(bi.ptr);
+            sources_.assign(d, d + bi.size);
+        } else {
+            if (PyUnicode_Check(value.ptr()) || !PySequence_Check(value.ptr()))
+                bad_value("sources", "expected rows of 5 numbers (X Y Z weight lambda_m), got " + type_name(value));
+            auto rows = py::reinterpret_borrow<py::sequence>(value);
+            for (auto row : rows) {
+                if (PyUnicode_Check(row.ptr()) || !PySequence_Check(row.ptr()) || py::len(row) != 5)
+                    bad_value("sources", "every row needs 5 numbers (X Y Z weight lambda_m)");
+                for (auto x : py::reinterpret_borrow<py::sequence>(row)) sources_.push_back(to_double(x, "sources"));
+            }
         }
-        auto arr = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(value);
-        if (!arr) {
-            PyErr_Clear();
-            bad_value("sources", "expected a float array of shape (n, 5), got " + type_name(value));
-        }
-        if (arr.ndim() == 1 && arr.shape(0) == 0) {
-            sources_ = py::none();
-            p.sources = nullptr;
-            p.n_sources = 0;
-            return;
-        }
-        if (arr.ndim() != 2 || arr.shape(1) != 5)
-            bad_value("sources", "expected shape (n, 5) (X Y Z weight lambda_m per row)");
-        if (arr.shape(0) > std::numeric_limits<int>::max()) bad_value("sources", "too many sources");
-        sources_ = arr;
-        p.sources = arr.data();
-        p.n_sources = (int)arr.shape(0);
+        if (sources_.size() / 5 > (size_t)std::numeric_limits<int>::max()) bad_value("sources", "too many sources");
+        p.sources = sources_.data();
+        p.n_sources = (int)(sources_.size() / 5);
     }
-
-    void check_image(const FloatImage &image, const char *what) const {
-        const nb_setup &s = own_.s;
-        if (image.ndim() != 2 || image.shape(0) != s.spixels || image.shape(1) != s.fpixels)
-            throw py::value_error(std::string(what) + ": image must have shape (" + std::to_string(s.spixels) + ", " +
-                                  std::to_string(s.fpixels) + ")");
-    }
-
-    template <typename T>
-    py::array_t<T> zeros() const {
-        const py::ssize_t H = own_.s.spixels, W = own_.s.fpixels;
-        py::array_t<T> a({H, W});
-        if (H > 0 && W > 0) std::memset(a.mutable_data(), 0, sizeof(T) * (size_t)(H * W));
-        return a;
-    }
+    size_t pixels() const { return (size_t)own_.s.spixels * (size_t)own_.s.fpixels; }
+    std::vector<py::ssize_t> shape() const { return {own_.s.spixels, own_.s.fpixels}; }
 };
 
 // ------------------------------------------------------------------ Smv --
@@ -558,7 +650,7 @@ class Setup {
 class Smv {
   public:
     SmvOwner own;
-    py::object data;   // uint16 (height, width), copied once at parse time
+    py::object data;   // Buffer uint16 (height, width), copied once at parse time
 
     const nb_smv &v() const { return own.v; }
 };
@@ -575,7 +667,7 @@ Smv *parse_smv(const py::object &obj) {
     if (rc != NB_OK) raise_c_error("nb_smv_parse", err, rc);
     const nb_smv &v = smv->own.v;
     py::ssize_t h = v.height > 0 ? v.height : 0, w = v.width > 0 ? v.width : 0;
-    smv->data = copy_array<uint16_t>(v.data, {h, w});
+    smv->data = copy_buffer<uint16_t>(v.data, {h, w});
     return smv.release();
 }
 
@@ -585,12 +677,23 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "nanobragg C engine (marshalling layer; see nanobragg.h)";
     m.attr("version") = NB_VERSION;
 
+    py::class_<Buffer>(m, "Buffer", py::buffer_protocol(),
+                       "An engine-owned C-contiguous array (buffer protocol: numpy.asarray() views it)")
+        .def_buffer([](Buffer &b) { return b.info(); })
+        .def_property_readonly("shape", [](const Buffer &b) {
+            py::tuple t(b.shape.size());
+            for (size_t i = 0; i < b.shape.size(); i++) t[i] = b.shape[i];
+            return t;
+        })
+        .def_property_readonly("format", [](const Buffer &b) { return b.format; })
+        .def_property_readonly("nbytes", [](const Buffer &b) { return b.bytes.size(); });
+
     py::class_<Hkl>(m, "Hkl", "Structure factors on a dense h,k,l grid")
         .def_static("from_text", &Hkl::from_text, py::arg("data"), py::arg("default_F"),
                     "Parse 'h k l F' text (bytes).")
         .def_static("from_fdump", &Hkl::from_fdump, py::arg("data"), "Parse the content of an Fdump.bin cache.")
-        .def_static("from_rows", &Hkl::from_rows, py::arg("rows"), py::arg("default_F"),
-                    "Build from a float64 array of shape (n, 4): h k l F.")
+        .def_static("from_rows", &Hkl::from_rows, py::arg("rows"), py::arg("n"), py::arg("default_F"),
+                    "Build from a C-contiguous float64 buffer of n rows of h k l F.")
         .def("fdump", &Hkl::fdump, "The Fdump.bin content for this grid (bytes).")
         .def_property_readonly("h_min", [](const Hkl &h) { return h.grid()->h_min; })
         .def_property_readonly("h_max", [](const Hkl &h) { return h.grid()->h_max; })
@@ -615,7 +718,10 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("steps", [](const Setup &s) { return s.s().steps; })
         .def_property_readonly("geometry", &Setup::geometry)
         .def("render", &Setup::render, py::arg("hkl") = py::none(), py::arg("mask") = py::none(),
-             py::arg("threads") = 0, "Render the float image: returns (image float32 (spixels, fpixels), stats dict).")
+             py::arg("threads") = 0, py::arg("exact_threads") = false, py::arg("progress") = py::none(),
+             "Render the float image: returns (Buffer float32 (spixels, fpixels), stats dict).  Python signal "
+             "handlers run during the render; an exception from one (KeyboardInterrupt) or from "
+             "progress(done, total) stops it and propagates.")
         .def("int_image", &Setup::int_image, py::arg("image"), py::arg("max_I"))
         .def("pgm_image", &Setup::pgm_image, py::arg("image"), py::arg("intfile_scale"), py::arg("rmsd"))
         .def("noise_image", &Setup::noise_image, py::arg("image"), py::arg("seed") = py::none())

@@ -15,6 +15,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "internal.h"
 #include "stages.h"
 #ifdef _OPENMP
@@ -219,11 +220,24 @@ static inline double nearest_index(double x)
 static double sincg(double x, double N) { return x == 0.0 ? N : sin(x * N) / sin(x); }
 static double sinc3(double x) { return x == 0.0 ? 1.0 : 3.0 * (sin(x) / x - cos(x)) / (x * x); }
 
+/* Cancellation and progress: every thread checks the cancel word before
+ * each block of pixels; only the calling thread (OpenMP thread 0) calls the
+ * poll callback, so a front end may run its own code (signal handlers,
+ * progress bars) there. */
+typedef struct {
+    const nb_render_opts *opts;
+    int cancel;                   /* read and written with __atomic builtins */
+    double next_poll_s;           /* thread 0 only */
+    int rows_done_prefix;         /* thread 0 only: every row before it is finished */
+    unsigned char *row_done;      /* spixels flags, set once a row is finished */
+} render_ctl;
+
 typedef struct {
     const nb_setup *s;
     const nb_hkl *hkl;
     const orientations *o;
     int have_grid;
+    render_ctl *ctl;
 } kernel_ctx;
 
 static double nearest_F(const kernel_ctx *k, int h0, int k0, int l0)
@@ -421,6 +435,51 @@ typedef struct {
     double omega_sum;
 } row_result;
 
+static double wall_seconds(void)
+{
+#ifdef _OPENMP
+    return omp_get_wtime();
+#else
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+#endif
+}
+
+static int calling_thread(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num() == 0;
+#else
+    return 1;
+#endif
+}
+
+static long pixels_done_in_order(const nb_setup *s, render_ctl *c)
+{
+    while (c->rows_done_prefix < s->spixels && __atomic_load_n(&c->row_done[c->rows_done_prefix], __ATOMIC_ACQUIRE))
+        ++c->rows_done_prefix;
+    return (long)c->rows_done_prefix * s->fpixels;
+}
+
+/* Non-zero once the render is cancelled.  Cheap: one atomic load, and on
+ * the calling thread a clock read. */
+static int render_cancelled(const kernel_ctx *k)
+{
+    render_ctl *c = k->ctl;
+    if (__atomic_load_n(&c->cancel, __ATOMIC_RELAXED)) return 1;
+    if (!c->opts || !c->opts->poll || !calling_thread()) return 0;
+    double now = wall_seconds();
+    if (now < c->next_poll_s) return 0;
+    c->next_poll_s = now + NB_POLL_INTERVAL_S;
+    long total = (long)k->s->spixels * k->s->fpixels;
+    if (c->opts->poll(c->opts->poll_ctx, pixels_done_in_order(k->s, c), total) != 0) {
+        __atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED);
+        return 1;
+    }
+    return 0;
+}
+
 /* Render pixels fp_start.. of one row.  interp0: interpolation on at entry. */
 static void render_row(const kernel_ctx *k, const uint16_t *mask, int sp, int fp_start, int interp0,
                        int block, samples *b, pixel_factors *pfs, int *pix_n, float *image, row_result *rr)
@@ -428,6 +487,7 @@ static void render_row(const kernel_ctx *k, const uint16_t *mask, int sp, int fp
     const nb_setup *s = k->s;
     const int fast = use_fast_path(s, interp0);
     for (int f0 = fp_start; f0 < s->fpixels; f0 += block) {
+        if (render_cancelled(k)) return;
         int f1 = f0 + block < s->fpixels ? f0 + block : s->fpixels;
         b->n = 0;
         for (int fp = f0; fp < f1; ++fp) {
@@ -471,20 +531,25 @@ static void render_row(const kernel_ctx *k, const uint16_t *mask, int sp, int fp
 /* Waking a second thread costs more than a small image takes to render
  * (tens of microseconds, far more on a busy machine), so small jobs stay on
  * one; the image does not depend on the choice. */
-static int threads_to_use(int nthreads, double work_steps)
+static int threads_to_use(const nb_render_opts *opts, double work_steps)
 {
 #ifdef _OPENMP
-    int n = nthreads > 0 ? nthreads : omp_get_max_threads();
-    return work_steps < 2.0e5 ? 1 : n;
+    int n = opts && opts->nthreads > 0 ? opts->nthreads : omp_get_max_threads();
+    /* more threads than processors buys nothing, and a runaway request
+     * (OMP_NUM_THREADS=5000) can fail inside the OpenMP runtime */
+    int cap = NB_MAX_THREADS_PER_CPU * omp_get_num_procs();
+    if (n > cap) n = cap;
+    if (n < 1) n = 1;
+    return (work_steps < 2.0e5 && !(opts && opts->exact_threads)) ? 1 : n;
 #else
-    (void)nthreads; (void)work_steps;
+    (void)opts; (void)work_steps;
     return 1;
 #endif
 }
 
 /* Render rows [sp0, sp1): row sp0 from fp0 on, the others whole. */
 static int render_rows(const kernel_ctx *k, const uint16_t *mask, int sp0, int fp0, int sp1, int interp0,
-                       float *image, row_result *rows, int nthreads)
+                       float *image, row_result *rows, const nb_render_opts *opts)
 {
     const nb_setup *s = k->s;
     long per_pixel = (long)s->thicksteps * s->oversample * s->oversample * s->n_sources;
@@ -492,7 +557,7 @@ static int render_rows(const kernel_ctx *k, const uint16_t *mask, int sp0, int f
     if (block > 64) block = 64;
     int failed = 0;
     double work = (double)per_pixel * k->o->n * s->fpixels * (double)(sp1 - sp0);
-#pragma omp parallel num_threads(threads_to_use(nthreads, work)) reduction(|:failed)
+#pragma omp parallel num_threads(threads_to_use(opts, work)) reduction(|:failed)
     {
         samples b;
         pixel_factors *pfs = malloc((size_t)block * sizeof *pfs);
@@ -501,14 +566,18 @@ static int render_rows(const kernel_ctx *k, const uint16_t *mask, int sp0, int f
         if (!ok) failed = 1;
 #pragma omp for schedule(dynamic, 1)
         for (int sp = sp0; sp < sp1; ++sp) {
-            if (!ok || sp < s->roi_ymin || sp > s->roi_ymax) continue;
-            render_row(k, mask, sp, sp == sp0 ? fp0 : 0, interp0, block, &b, pfs, pix_n, image, &rows[sp]);
+            if (ok && sp >= s->roi_ymin && sp <= s->roi_ymax) {
+                render_row(k, mask, sp, sp == sp0 ? fp0 : 0, interp0, block, &b, pfs, pix_n, image, &rows[sp]);
+                if (render_cancelled(k)) continue;
+            }
+            __atomic_store_n(&k->ctl->row_done[sp], 1, __ATOMIC_RELEASE);
         }
         free(b.Sx);
         free(pfs);
         free(pix_n);
     }
-    return failed ? NB_ENOMEM : NB_OK;
+    if (failed) return NB_ENOMEM;
+    return __atomic_load_n(&k->ctl->cancel, __ATOMIC_RELAXED) ? NB_ECANCELLED : NB_OK;
 }
 
 static void compute_stats(const nb_setup *s, const uint16_t *mask, const float *image, nb_stats *st)
@@ -517,10 +586,13 @@ static void compute_stats(const nb_setup *s, const uint16_t *mask, const float *
     double sum = 0.0, sumsqr = 0.0;
     long n = 0;
     st->max_I = 0.0;
+    st->min_I = 0.0;
     for (int sp = 0; sp < s->spixels; ++sp)
         for (int fp = 0; fp < s->fpixels; ++fp) {
             if (!pixel_wanted(s, mask, fp, sp)) continue;
             double v = image[(size_t)sp * s->fpixels + fp];
+            if (!isfinite(v)) ++st->nonfinite_pixels;
+            if (n == 0 || v < st->min_I) st->min_I = v;
             if (v > st->max_I) {
                 /* reported at the centre of the pixel's last sub-pixel */
                 st->max_I = v;
@@ -551,7 +623,7 @@ static void compute_stats(const nb_setup *s, const uint16_t *mask, const float *
 }
 
 int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float *image,
-              nb_stats *stats, int nthreads, char *err, size_t errlen)
+              nb_stats *stats, const nb_render_opts *opts, char *err, size_t errlen)
 {
     memset(stats, 0, sizeof *stats);
     stats->fallback_pixel = -1;
@@ -568,10 +640,18 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
         return NB_ENOMEM;
     }
     for (int sp = 0; sp < s->spixels; ++sp) rows[sp].first_fallback_fp = -1;
+    render_ctl ctl = { opts, 0, 0.0, 0, calloc((size_t)s->spixels + 1, 1) };
+    if (!ctl.row_done) {
+        free(rows);
+        free(o.block);
+        nb_set_error(err, errlen, "out of memory");
+        return NB_ENOMEM;
+    }
+    ctl.next_poll_s = wall_seconds() + NB_POLL_INTERVAL_S;
 
-    kernel_ctx k = { s, hkl, &o, hkl && hkl->count > 0 && hkl->F };
+    kernel_ctx k = { s, hkl, &o, hkl && hkl->count > 0 && hkl->F, &ctl };
     int interp = s->interpolate && k.have_grid;
-    int rc = render_rows(&k, mask, 0, 0, s->spixels, interp, image, rows, nthreads);
+    int rc = render_rows(&k, mask, 0, 0, s->spixels, interp, image, rows, opts);
 
     /* Interpolation stays off after the first stencil that leaves the grid,
      * in raster order: re-render everything after that pixel without it. */
@@ -588,16 +668,28 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
         if (!redo) rc = NB_ENOMEM;
         else {
             for (int sp = 0; sp < s->spixels; ++sp) redo[sp].first_fallback_fp = -1;
-            rc = render_rows(&k, mask, fallback_row, r->first_fallback_fp + 1, s->spixels, 0, image, redo, nthreads);
+            rc = render_rows(&k, mask, fallback_row, r->first_fallback_fp + 1, s->spixels, 0, image, redo, opts);
             free(redo);
         }
     }
     for (int sp = 0; sp < s->spixels; ++sp) stats->omega_sum += rows[sp].omega_sum;
     free(rows);
     free(o.block);
+    free(ctl.row_done);
+    if (rc == NB_ECANCELLED) {
+        nb_set_error(err, errlen, "render cancelled");
+        return rc;
+    }
     if (rc != NB_OK) {
         nb_set_error(err, errlen, "out of memory while rendering");
         return rc;
+    }
+    if (opts && opts->poll) {
+        long total = (long)s->spixels * s->fpixels;
+        if (opts->poll(opts->poll_ctx, total, total) != 0) {
+            nb_set_error(err, errlen, "render cancelled");
+            return NB_ECANCELLED;
+        }
     }
     compute_stats(s, mask, image, stats);
     return NB_OK;

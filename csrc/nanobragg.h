@@ -25,7 +25,11 @@
 extern "C" {
 #endif
 
-#define NB_VERSION "0.1.0"
+/* NB_VERSION comes from the build (python/nanobragg/_version.py, the one
+ * place the version is written). */
+#ifndef NB_VERSION
+#error "build with -DNB_VERSION=\"x.y.z\" (CMakeLists.txt does)"
+#endif
 
 typedef enum { NB_CONV_CUSTOM = 0, NB_CONV_ADXV, NB_CONV_MOSFLM, NB_CONV_XDS, NB_CONV_DIALS, NB_CONV_DENZO } nb_convention;
 typedef enum { NB_PIVOT_BEAM = 0, NB_PIVOT_SAMPLE = 1 } nb_pivot;
@@ -34,7 +38,7 @@ typedef enum { NB_MISSET_NONE = 0, NB_MISSET_ANGLES = 1, NB_MISSET_RANDOM = 2 } 
 typedef enum { NB_PIX0_NONE = 0, NB_PIX0_METRES = 1, NB_PIX0_MILLIMETRES = 2 } nb_pix0_units;
 
 /* Error codes returned by the engine (0 = success). */
-enum { NB_OK = 0, NB_EINVAL = 1, NB_ENOMEM = 2, NB_EFORMAT = 3 };
+enum { NB_OK = 0, NB_EINVAL = 1, NB_ENOMEM = 2, NB_EFORMAT = 3, NB_ECANCELLED = 4 };
 
 /*
  * User parameters, in the units of the command-line flags.  "Unset" values
@@ -244,20 +248,39 @@ void nb_setup_free(nb_setup *s);
 
 typedef struct nb_stats {
     double max_I, max_I_x_m, max_I_y_m;
+    double min_I;                 /* smallest rendered pixel (negative: the geometry or -polar is unphysical) */
     double mean, rms, rmsd;
     double omega_sum;             /* summed solid angle over sub-pixels (sr), before dividing by steps */
     long pixels_rendered;
+    long nonfinite_pixels;        /* rendered pixels that are NaN or infinite */
     int interpolation_fell_back;  /* 1 if interpolation ran out of the HKL grid */
     long fallback_pixel;          /* raster index of the pixel where that happened */
     double fallback_hkl[3];
     int fallback_hkl0[3];
 } nb_stats;
 
+/* Called by nb_render from the calling thread only, about every
+ * NB_POLL_INTERVAL_S while it renders and once at the end, with the number
+ * of pixels finished in raster order (every pixel before that index is
+ * done).  A non-zero return cancels the render (NB_ECANCELLED). */
+typedef int (*nb_poll_fn)(void *ctx, long pixels_done, long pixels_total);
+#define NB_POLL_INTERVAL_S 0.02
+
+typedef struct nb_render_opts {
+    int nthreads;                 /* <= 0: OpenMP's default; capped at NB_MAX_THREADS_PER_CPU per processor */
+    int exact_threads;            /* non-zero: use nthreads even for an image too small to share (tests) */
+    nb_poll_fn poll;              /* NULL: never called */
+    void *poll_ctx;
+} nb_render_opts;
+#define NB_MAX_THREADS_PER_CPU 4
+
 /* Render the float image (spixels x fpixels, fast index fastest).  mask may
  * be NULL; pixels where it is 0 are skipped.  hkl may be NULL or empty.
- * nthreads <= 0 means all available.  The result does not depend on it. */
+ * opts may be NULL (defaults).  The image does not depend on the number of
+ * threads.  NB_ECANCELLED when the poll callback asked to stop: the image
+ * is then incomplete. */
 int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float *image,
-              nb_stats *stats, int nthreads, char *err, size_t errlen);
+              nb_stats *stats, const nb_render_opts *opts, char *err, size_t errlen);
 
 /* Output scaling, as the reference: only pixels inside the ROI are written. */
 double nb_int_image(const nb_setup *s, const float *image, double max_I, uint16_t *out);          /* returns scale used */

@@ -10,9 +10,7 @@ holding the inputs and a set of pre-existing outputs with known bytes:
 * the pre-existing outputs are byte-for-byte untouched and no temporary
   file is left behind.
 
-The command is run along both of its paths: the native runner
-(nanobragg-run) and the in-process render (NANOBRAGG_NO_RUNNER=1).  The rows
-that have a simulate() form run through it too: the expected exception type
+The rows that have a simulate() form run through it too: the expected exception type
 (TypeError/ValueError/OSError) with the same kind of message, and nothing
 printed.  Failures while writing are run for real (a file-size limit makes
 the write fail after the render; Ctrl-C during the render) and in-process at
@@ -35,7 +33,7 @@ import pytest
 
 pytest.importorskip("nanobragg._core", reason="the compiled engine is not built")
 
-from nanobragg import _core, _native, simulate  # noqa: E402
+from nanobragg import _core, _job, simulate  # noqa: E402
 from nanobragg.cli import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,19 +69,11 @@ def _permissions_apply() -> bool:
 PERMISSIONS_APPLY = _permissions_apply()
 
 
-@pytest.fixture(params=["runner", "in-process"])
-def cli_env(request):
-    """The command's two paths: the installed native runner (nanobragg-run)
-    and the in-process render (no runner: a source tree, or
-    NANOBRAGG_NO_RUNNER=1).  Both must fail the same way."""
+@pytest.fixture
+def cli_env():
+    """The environment of the command under test (no debug tracebacks)."""
     env = dict(os.environ)
-    env.pop("NANOBRAGG_NO_RUNNER", None)
     env.pop("NANOBRAGG_DEBUG", None)
-    if request.param == "runner":
-        if _native.runner_path() is None:
-            pytest.skip("nanobragg-run is not installed")
-    else:
-        env["NANOBRAGG_NO_RUNNER"] = "1"
     return env
 
 
@@ -297,7 +287,7 @@ ROWS = [
         kw={"hkl": "nan_F.hkl"}, exc=ValueError),
     Row("hkl-no-reflections", "file", "-hkl comments_only.hkl", 1, "no reflections",
         kw={"hkl": "comments_only.hkl"}, exc=ValueError),
-    Row("hkl-binary", "file", "-hkl binary.hkl", 1, "-hkl binary.hkl: line 1",
+    Row("hkl-binary", "file", "-hkl binary.hkl", 1, "-hkl binary.hkl: binary data (a NUL byte at offset 8)",
         kw={"hkl": "binary.hkl"}, exc=ValueError),
     Row("hkl-too-large", "file", "-hkl huge_range.hkl", 1, "GB): too large",
         kw={"hkl": "huge_range.hkl"}, exc=ValueError),
@@ -486,15 +476,13 @@ def test_write_failure_on_disk_full(workdir, cli_env):
 @pytest.mark.parametrize("failure, code, fragment", [
     (OSError(errno.ENOSPC, "No space left on device"), 1, "No space left on device"),
     (KeyboardInterrupt(), 130, "interrupted"),
-    ("SIGTERM", 143, "terminated"),
+    ("SIGTERM", 143, "stopped by SIGTERM"),
     (RuntimeError("a bug"), 1, "internal error: RuntimeError: a bug"),
 ])
 def test_failure_after_some_outputs_are_staged(failure, code, fragment, workdir, monkeypatch, capsys):
     """The float, int and PGM images are already written to temporary files
     when the noise image fails: nothing replaces the old files, no
     temporary file stays."""
-    from nanobragg import api
-
     def fail(self, seed=None):
         assert len(temp_files(workdir)) == 3, "float, int and pgm should be staged by now"
         if failure == "SIGTERM":
@@ -503,17 +491,16 @@ def test_failure_after_some_outputs_are_staged(failure, code, fragment, workdir,
             raise AssertionError("SIGTERM was not handled")
         raise failure
 
-    monkeypatch.setattr(api.Result, "noise", fail)
+    monkeypatch.setattr(_job.Images, "noise_image", fail)
     monkeypatch.chdir(workdir)
     monkeypatch.delenv("NANOBRAGG_DEBUG", raising=False)
-    monkeypatch.setenv("NANOBRAGG_NO_RUNNER", "1")        # the in-process writer
     before = snapshot(workdir)
     sigterm_before = signal.getsignal(signal.SIGTERM)
     assert main(BASE) == code
     line = one_error_line(capsys.readouterr().err)
     assert fragment in line
     assert_nothing_lost(workdir, before)
-    assert signal.getsignal(signal.SIGTERM) == sigterm_before     # the handler is only there while writing
+    assert signal.getsignal(signal.SIGTERM) == sigterm_before     # the handler is only there while the command runs
 
 
 def test_interrupted_render_writes_nothing(workdir, cli_env):

@@ -8,31 +8,16 @@
 
 The ``nanoBragg`` command (``python -m nanobragg``) takes the reference's flags.
 """
+from ._version import __version__
 from .params import args_to_params, UsageError
 
 __all__ = ["simulate", "Result", "args_to_params", "UsageError", "__version__"]
 
 
-def __getattr__(name):
-    # simulate/Result (NumPy and the compiled engine) and the version
-    # (importlib.metadata) load on first use: the nanoBragg command imports
-    # this package and must stay lean (see cli.py)
+def __getattr__(name: str):
+    # simulate/Result (NumPy and the compiled engine) load on first use: the
+    # nanoBragg command imports this package and must stay lean (see cli.py)
     if name in ("simulate", "Result"):
         from . import api
         return getattr(api, name)
-    if name == "__version__":
-        global __version__
-        __version__ = _version()
-        return __version__
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _version() -> str:
-    try:  # the installed distribution's version; works without the compiled core
-        from importlib.metadata import version as _dist_version, PackageNotFoundError as _NotFound
-        try:
-            return _dist_version("nanobragg")
-        except _NotFound:  # running from a source tree
-            return "0.1.0"
-    except ImportError:  # pragma: no cover
-        return "0.1.0"

@@ -1,4 +1,5 @@
-"""Small file helpers of the front ends: text tables, MOSFLM matrices, atomic writes."""
+"""File helpers of the job layer: bounded input reads, text tables, MOSFLM
+matrices, and outputs written safely (atomically, or through to a device)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ import os
 import re
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the command does not load typing
-    from typing import Callable, Iterable, List, Sequence, Tuple, Union
+    from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
-# No NumPy at import time: the nanoBragg command's lean path (cli.py ->
-# nanobragg-run) uses the readers here without it.  Functions that return
-# arrays import it themselves.
+# No NumPy: the nanoBragg command uses everything here without it.
 
 # the reference's read_text_file(): tokens separated by any of these characters
 _DELIMS = re.compile(r"[ \t,;:!\r\n\f\v]+")
@@ -25,17 +24,10 @@ def c_atof(token: str) -> float:
     return float(m.group(0)) if m else 0.0
 
 
-def read_text_columns(text: str, ncols: int) -> "np.ndarray":
-    """Parse a text table as the reference's read_text_file(): one row per
-    non-blank line, up to ncols numbers per row split on " \\t,;:!", missing
-    columns NaN.  Returns float64 (nrows, ncols)."""
-    import numpy as np
-    rows = read_text_rows(text, ncols)
-    return np.array(rows, dtype=np.float64).reshape(len(rows), ncols)
-
-
 def read_text_rows(text: str, ncols: int) -> List[List[float]]:
-    """read_text_columns() as a list of rows (no NumPy)."""
+    """A text table as the reference's read_text_file(): one row per
+    non-blank line, up to ncols numbers per row split on " \\t,;:!", read as
+    atof() reads them; missing columns NaN."""
     rows: List[List[float]] = []
     for line in text.splitlines():
         toks = [t for t in _DELIMS.split(line) if t]
@@ -62,15 +54,9 @@ def _token_at(text: str, pos: int) -> str:
     return tok if len(tok) <= 20 else tok[:20] + "..."
 
 
-def parse_mat(text: str) -> "np.ndarray":
-    """parse_mat_values() as a 3x3 float64 array."""
-    import numpy as np
-    return np.array(parse_mat_values(text), dtype=np.float64).reshape(3, 3)
-
-
 def parse_mat_values(text: str) -> List[float]:
     """The first 9 numbers of a MOSFLM matrix file (3 lines of a*, b*, c*
-    components, times the wavelength), as a 3x3 array in file order.
+    components, times the wavelength), in file order.
 
     Read as the reference's fscanf("%lg") does: any white space between
     numbers, and numbers that run into each other ("-0.01-0.02", as Fortran
@@ -94,20 +80,13 @@ def parse_mat_values(text: str) -> List[float]:
     return nums
 
 
-def read_sources(text: str) -> "tuple[np.ndarray, List[int]]":
-    """read_source_rows() with the rows as a float64 (n, 5) array."""
-    import numpy as np
-    rows, lines = read_source_rows(text)
-    return np.array(rows, dtype=np.float64).reshape(len(rows), 5), lines
-
-
 def read_source_rows(text: str) -> "tuple[List[List[float]], List[int]]":
     """A -sourcefile: one source per non-blank line, up to 5 numbers
     X Y Z weight lambda(m) separated as the reference separates them
     (" \t,;:!"); missing columns are NaN (the defaults), further columns are
     ignored, as the reference does; '#' starts a comment line.  Unlike the
     reference (which reads a word as 0) every one of the 5 columns must be a
-    number.  Returns (float64 (n, 5), the line number of each row).  Raises
+    number.  Returns (the rows, the line number of each row).  Raises
     ValueError naming the line."""
     rows: List[List[float]] = []
     lines: List[int] = []
@@ -129,11 +108,6 @@ def read_source_rows(text: str) -> "tuple[List[List[float]], List[int]]":
     return rows, lines
 
 
-def check_sources(arr: "np.ndarray", where: Callable[[int], str]) -> None:
-    """check_source_rows() of an (n, 5) array."""
-    check_source_rows(arr.tolist(), where)
-
-
 def check_source_rows(rows: Sequence[Sequence[float]], where: Callable[[int], str]) -> None:
     """Refuse sources the engine cannot use: a wavelength that is given and
     not positive, a position given as 0 0 0.  where(i) names row i."""
@@ -146,9 +120,82 @@ def check_source_rows(rows: Sequence[Sequence[float]], where: Callable[[int], st
             raise ValueError(f"{where(i)}: the source position 0 0 0 is at the sample: it gives no direction")
 
 
-def read_bytes(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+# Size bounds of the inputs, by flag (bytes).  Each is far above any real
+# file of its kind and keeps a wrong path (/dev/zero, a disk image) from
+# filling memory; the engine's own limits (csrc/stages.h) apply after.
+GIB = 1 << 30
+INPUT_LIMITS = {
+    "hkl": 2 * GIB,          # text h k l F: ~70 M reflections
+    "dump": 9 * GIB,         # Fdump.bin: the engine's 2^30-cell grid of doubles
+    "mat": 1 << 20,
+    "sourcefile": 256 << 20,
+    "mask": 2 * GIB,         # SMV: header + 2^28 16-bit pixels and then some
+    "img": 2 * GIB,
+    "stol": 256 << 20,
+}
+MAX_THREADS = 1024            # threads= above this is refused (the engine caps at 4 per processor)
+_CHUNK = 1 << 20
+
+
+def _size_text(n: int) -> str:
+    for unit, size in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
+def read_input(path: str, label: str, key: str, text: bool = False) -> bytearray:
+    """The content of an input file, bounded by INPUT_LIMITS[key].
+
+    A regular file is read into one buffer of its size (no growth, no copy);
+    anything else (a pipe, a device) in chunks until the bound.  text=True
+    refuses binary data (a NUL byte) as soon as it is seen, so /dev/zero
+    fails at once.  Errors name the flag (label) and the file."""
+    import stat
+    limit = INPUT_LIMITS[key]
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot read {label} file '{path}': {e.strerror or e}") from None
+    with f:
+        st = os.fstat(f.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, f"cannot read {label} file '{path}': it is a directory")
+        too_big = f"{label} {path}: the file is larger than the {_size_text(limit)} limit for {label}"
+        try:
+            if stat.S_ISREG(st.st_mode):
+                if st.st_size > limit:
+                    raise ValueError(f"{label} {path}: the file is {st.st_size} bytes, more than the "
+                                     f"{_size_text(limit)} limit for {label}")
+                buf = bytearray(st.st_size)
+                view = memoryview(buf)
+                n = 0
+                while n < len(buf):
+                    k = f.readinto(view[n:])
+                    if not k:
+                        break
+                    n += k
+                view.release()
+                if n < len(buf):          # the file shrank while we read it
+                    del buf[n:]
+            else:
+                buf = bytearray()
+                while True:
+                    chunk = f.read(_CHUNK)
+                    if not chunk:
+                        break
+                    if len(buf) + len(chunk) > limit:
+                        raise ValueError(too_big)
+                    buf += chunk
+                    if text and b"\0" in chunk:
+                        break             # refused below, without reading on
+        except OSError as e:
+            raise type(e)(e.errno, f"cannot read {label} file '{path}': {e.strerror or e}") from None
+    if text:
+        nul = buf.find(b"\0")
+        if nul >= 0:
+            raise ValueError(f"{label} {path}: binary data (a NUL byte at offset {nul}), not a text file")
+    return buf
 
 
 def _temp_name(path: str) -> str:
@@ -161,24 +208,65 @@ def _write_error(path: str, e: OSError) -> OSError:
     return type(e)(e.errno, f"cannot write '{path}': {e.strerror or e}")
 
 
-def _write_temp(path: str, chunks: Iterable[bytes]) -> str:
+def _write_chunks(f, chunks: Iterable) -> None:
+    for chunk in chunks:
+        f.write(chunk)          # bytes or any buffer (engine images): written without a copy
+
+
+def is_regular_target(path: str) -> bool:
+    """True when an output at path is written as a regular file (replaced
+    atomically); False for what must be written through: an existing
+    device, FIFO or socket (/dev/null, /dev/stdout, a named pipe)."""
+    import stat
+    try:
+        st = os.stat(path)            # follows symlinks
+    except OSError:
+        return not (path.startswith("/dev/") or path.startswith("/proc/"))
+    return stat.S_ISREG(st.st_mode)
+
+
+def _atomic_target(path: str) -> str:
+    """The file a regular output replaces: a symlink is written through to its target."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def _write_temp(path: str, chunks: Iterable) -> str:
     """Write chunks to a new temporary file next to path; returns its name.
+    The new file keeps an existing file's mode (and owner, where allowed).
     On any failure (or interruption) the temporary file is removed."""
     tmp = _temp_name(path)
+    try:
+        old = os.stat(path)
+    except OSError:
+        old = None
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # the umask applies, as fopen()
     except OSError as e:
         raise _write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
+            if old is not None:
+                os.fchmod(f.fileno(), old.st_mode & 0o7777)
+                if (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
+                    try:
+                        os.fchown(f.fileno(), old.st_uid, old.st_gid)
+                    except OSError:
+                        pass          # not permitted: the file becomes ours, as a rewrite would
+            _write_chunks(f, chunks)
     except BaseException as e:
         _unlink_quietly(tmp)
         if isinstance(e, OSError):
             raise _write_error(path, e) from None
         raise
     return tmp
+
+
+def _write_direct(path: str, chunks: Iterable) -> None:
+    try:
+        with open(path, "wb") as f:
+            _write_chunks(f, chunks)
+    except OSError as e:
+        raise _write_error(path, e) from None
 
 
 def _unlink_quietly(path: str) -> None:
@@ -188,34 +276,39 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def atomic_write(path: Union[str, os.PathLike], chunks: Iterable[bytes]) -> None:
+def atomic_write(path: Union[str, os.PathLike], chunks: Iterable) -> None:
     """Write a file so that readers see either the old file or the whole new
-    one: write a temporary file in the same directory, then os.replace()."""
-    path = os.fspath(path)
-    tmp = _write_temp(path, chunks)
-    try:
-        os.replace(tmp, path)
-    except BaseException as e:
-        _unlink_quietly(tmp)
-        if isinstance(e, OSError):
-            raise _write_error(path, e) from None
-        raise
+    one (a temporary file in the same folder, then os.replace()); a device
+    or FIFO is written through."""
+    with OutputSet() as out:
+        out.stage(path, chunks)
+        out.commit()
 
 
 class OutputSet:
     """Several output files published together.
 
-    stage() writes each file to a temporary file next to its destination;
-    commit() renames them all into place once every one is complete.  Used
-    as a context manager, an exception (or an interruption) before commit()
-    removes the temporary files and leaves every existing file untouched."""
+    stage() writes each regular file to a temporary file next to its
+    destination (a symlink's target); commit() renames them all into place
+    once every one is complete.  Used as a context manager, an exception (or
+    an interruption) before commit() removes the temporary files and leaves
+    every existing file untouched.  Devices, FIFOs and /dev/stdout cannot be
+    replaced: they are written through when staged, as the reference does
+    (before_direct_write, e.g. flushing stdout, runs first)."""
 
-    def __init__(self) -> None:
+    def __init__(self, before_direct_write: Optional[Callable[[], None]] = None) -> None:
         self._staged: List[Tuple[str, str]] = []
+        self._before_direct = before_direct_write
 
-    def stage(self, path: Union[str, os.PathLike], chunks: Iterable[bytes]) -> None:
+    def stage(self, path: Union[str, os.PathLike], chunks: Iterable) -> None:
         path = os.fspath(path)
-        self._staged.append((_write_temp(path, chunks), path))
+        if not is_regular_target(path):
+            if self._before_direct is not None:
+                self._before_direct()
+            _write_direct(path, chunks)
+            return
+        target = _atomic_target(path)
+        self._staged.append((_write_temp(target, chunks), target))
 
     def commit(self) -> None:
         try:
@@ -247,9 +340,14 @@ def check_writable(paths: Sequence[str]) -> None:
     and read-only mounts all count), and the path is not a directory."""
     probed = set()
     for p in paths:
-        d = os.path.dirname(os.path.abspath(p))
         if os.path.isdir(p):
             raise IsADirectoryError(errno.EISDIR, f"cannot write '{p}': it is a directory")
+        if not is_regular_target(p):
+            if not os.access(p, os.W_OK):
+                raise PermissionError(errno.EACCES, f"cannot write '{p}': permission denied")
+            continue
+        p = _atomic_target(p)
+        d = os.path.dirname(os.path.abspath(p))
         if d in probed:
             continue
         probed.add(d)
@@ -259,109 +357,6 @@ def check_writable(paths: Sequence[str]) -> None:
             _unlink_quietly(_write_temp(os.path.join(d, "probe"), []))
         except OSError as e:
             raise type(e)(e.errno, f"cannot write '{p}': directory '{d}': {e.strerror or e}") from None
-
-
-# ---------------------------------------------------------------------------
-# SMV headers without NumPy or the engine (the command's lean path)
-# ---------------------------------------------------------------------------
-
-_SMV_MAGIC = b"{\nHEADER_BYTES="
-_SMV_MAX_HEADER_BYTES = 1 << 20
-_SMV_MAX_DIMENSION = 1000000
-# C strtod()/atof(): leading white space, then the longest number (hex too)
-_C_STRTOD = re.compile(
-    rb"[ \t\n\v\f\r]*([+-]?(?:0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?"
-    rb"|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan))", re.IGNORECASE)
-
-
-def _c_atof_bytes(text: bytes) -> float:
-    m = _C_STRTOD.match(text)
-    if not m:
-        return 0.0
-    tok = m.group(1).decode("ascii")
-    if "x" in tok or "X" in tok:
-        return float.fromhex(tok)
-    return float(tok)
-
-
-def _smv_value(text: bytes, keyword: bytes) -> float:
-    """nb_smv_value() of csrc/smv.c: the number after the '=' that follows
-    the last (non-overlapping) occurrence of keyword; NaN if absent, 0 when
-    no '=' follows."""
-    if not keyword:
-        return math.nan
-    after, pos = -1, 0
-    while True:
-        hit = text.find(keyword, pos)
-        if hit < 0:
-            break
-        pos = after = hit + len(keyword)
-    if after < 0:
-        return math.nan
-    eq = text.find(b"=", after)
-    if eq < 0:
-        return 0.0
-    return _c_atof_bytes(text[eq + 1:])
-
-
-def _count_value(v: float, limit: float):
-    return int(v) if 1.0 <= v <= limit else None   # NaN fails both comparisons
-
-
-class SmvHeader:
-    """The header of an SMV file as nb_smv_parse() reads it, without its
-    pixels: .width, .height, .header_bytes, .value(keyword) -> float or None."""
-
-    def __init__(self, text: bytes, width: int, height: int, header_bytes: int):
-        self.text, self.width, self.height, self.header_bytes = text, width, height, header_bytes
-
-    def value(self, keyword: str):
-        v = _smv_value(self.text, keyword.encode("latin-1"))
-        return None if math.isnan(v) else v
-
-
-def read_smv_header(path: str) -> SmvHeader:
-    """Check an SMV file as nb_smv_parse() does (the same messages, raised as
-    ValueError) reading only its header and its size.  OSError if it cannot
-    be read."""
-    with open(path, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not _stat_is_regular(st):
-            data = f.read()                 # a pipe: its size is what it holds
-            size, head = len(data), data
-        else:
-            size = st.st_size
-            head = f.read(512)
-        if len(head) < len(_SMV_MAGIC) or not head.startswith(_SMV_MAGIC):
-            raise ValueError('SMV: not an SMV/ADSC image (no "{ HEADER_BYTES=" at the start)')
-        probe = head[:512].split(b"\0", 1)[0]
-        v = _smv_value(probe, b"HEADER_BYTES")
-        nbytes = _count_value(v, _SMV_MAX_HEADER_BYTES)
-        if nbytes is None or nbytes < len(_SMV_MAGIC):
-            raise ValueError("SMV: invalid HEADER_BYTES (%g)" % v)
-        if nbytes > size:
-            raise ValueError(f"SMV: file is {size} bytes, shorter than its {nbytes}-byte header")
-        if len(head) < nbytes:
-            head += f.read(nbytes - len(head))
-    text = head[:nbytes].split(b"\0", 1)[0]
-    if text.rfind(b"BYTE_ORDER=") < 0:
-        raise ValueError("SMV: header has no BYTE_ORDER")
-    w, h = _smv_value(text, b"SIZE1"), _smv_value(text, b"SIZE2")
-    if math.isnan(w) or 0.0 <= w < 1.0:
-        w = h = _smv_value(text, b"DETECTOR_DIMENSIONS")
-    width, height = _count_value(w, _SMV_MAX_DIMENSION), _count_value(h, _SMV_MAX_DIMENSION)
-    if width is None or height is None:
-        raise ValueError("SMV: invalid image size %g x %g (SIZE1/SIZE2)" % (w, h))
-    offset = nbytes // 2 * 2
-    pixels = width * height
-    if (size - offset) // 2 < pixels:
-        raise ValueError(f"SMV: {width} x {height} image needs {2 * pixels} data bytes, file has {size - offset}")
-    return SmvHeader(text, width, height, nbytes)
-
-
-def _stat_is_regular(st) -> bool:
-    import stat
-    return stat.S_ISREG(st.st_mode)
 
 
 # the SMV header keywords that seed the detector, beam and spindle (-img, -mask)

@@ -2,29 +2,24 @@
 
     nanoBragg -cell 100 100 100 90 90 90 -default_F 100 -N 5 -distance 100 ...
 
-The flags go through args_to_params(), the same table as simulate()'s
-keywords.  Installed, the command is a lean Python front end plus a native
-program: _native.py checks the flags, reads the small inputs and hands a
-plan to nanobragg-run, which renders and writes the images, so that the
-command's peak memory stays that of a small C program (no NumPy, no _core in
-this process).  Without the runner (a source tree) it renders in-process
-through the same Run as simulate().  Errors are one line on stderr
-("nanoBragg: error: ..."): exit 2 for usage mistakes, 1 for anything else.
+One process: the flags go through args_to_params() (the same table as
+simulate()'s keywords) and _job.run_command() (the same job layer as
+simulate()) reads, renders and writes.  NumPy is not imported.  Errors are
+one line on stderr ("nanoBragg: error: ..."): exit 2 for usage mistakes, 1
+for anything else.  SIGINT, SIGTERM and SIGHUP stop the render within the
+engine's poll interval and remove every temporary file: exit 130, 143, 129.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import signal
 import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the command does not load typing
-    from typing import Dict, List, Optional, Sequence
+    from typing import Optional, Sequence
 
-from . import _io, _native
-from .params import DEFAULT_FILES, HELP_FLAGS, UsageError, args_to_params, help_text, params_to_fields
+from .params import HELP_FLAGS, UsageError, args_to_params, help_text
 
 PROG = "nanoBragg"
 
@@ -67,6 +62,40 @@ def _os_message(e: OSError) -> str:
     return e.strerror or str(e)
 
 
+class Stopped(BaseException):
+    """A SIGTERM or SIGHUP: unwinds like KeyboardInterrupt, so that every
+    temporary file is removed on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
+class _StopHandlers:
+    """SIGTERM and SIGHUP raise Stopped while the command runs (where they
+    kept their default action), and get their old handlers back after."""
+
+    def __enter__(self) -> "_StopHandlers":
+        self.previous = {}
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is None:
+                continue
+            try:
+                if signal.getsignal(sig) == signal.SIG_DFL:
+                    self.previous[sig] = signal.signal(sig, _stop)
+            except (ValueError, OSError):     # not the main thread (main() called from a thread)
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in HELP_FLAGS for a in argv):
@@ -74,11 +103,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _flush()
         return 0
     if "--version" in argv:
-        from . import __version__
+        from ._version import __version__
         _say(f"{PROG} (nanobragg) {__version__}")
         return 0
     try:
-        return _run(argv)
+        with _StopHandlers():
+            from . import _job
+            return _job.run_command(args_to_params(argv), _say, _flush)
     except UsageError as e:
         _error(e)
         return 2
@@ -92,135 +123,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _error(e)
         return 1
     except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
-    except _Terminated:
-        _error("terminated")
-        return 143
+        _error("interrupted (SIGINT): nothing written")
+        return 128 + signal.SIGINT
+    except Stopped as e:
+        name = signal.Signals(e.signum).name
+        _error(f"stopped by {name}: nothing written")
+        return 128 + e.signum
     except Exception as e:   # a bug: still one line, no traceback (NANOBRAGG_DEBUG=1 shows it)
         if os.environ.get("NANOBRAGG_DEBUG"):
             raise
         _error(f"internal error: {type(e).__name__}: {e} (please report it; NANOBRAGG_DEBUG=1 shows the traceback)")
         return 1
-
-
-class _Terminated(BaseException):
-    """SIGTERM while the outputs are being written."""
-
-
-@contextlib.contextmanager
-def _terminate_cleanly():
-    """While the outputs are written, SIGTERM raises _Terminated so that the
-    temporary files are removed; elsewhere it keeps its default action."""
-    def handler(signum, frame):
-        raise _Terminated()
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except (ValueError, OSError):     # not the main thread: nothing to install
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-_OUTPUT_FLAGS = (("floatfile", "-floatfile"), ("intfile", "-intfile"), ("pgmfile", "-pgmfile"),
-                 ("noisefile", "-noisefile"))
-
-
-def _outputs(params) -> Dict[str, str]:
-    """The files this run will write, by flag, from the parsed flags alone;
-    two outputs naming the same file is a usage error (one would be lost)."""
-    x = params_to_fields(params).extras
-    out = {}
-    for key, flag in _OUTPUT_FLAGS:
-        if key == "pgmfile" and not x.get("write_pgm", True):
-            continue
-        if key == "noisefile" and not x.get("noise", True):
-            continue
-        out[flag] = x.get(key, DEFAULT_FILES[key])
-    if "hkl" in params:
-        out["-dump"] = params.get("dump", DEFAULT_FILES["dump"])
-    seen: Dict[str, str] = {}
-    for flag, path in out.items():
-        real = os.path.realpath(path)
-        if real in seen:
-            raise UsageError(f"{seen[real]} and {flag} both name '{path}': one output would overwrite the other")
-        seen[real] = flag
-    return out
-
-
-def _run(argv: List[str]) -> int:
-    params = args_to_params(argv)
-    # every output is checked before any input is read or anything rendered
-    outputs = _outputs(params)
-    _io.check_writable([p for flag, p in outputs.items() if flag != "-dump"])
-    runner = _native.runner_path()
-    if runner is not None:
-        code = _native.run(params, runner)
-        if code is not None:
-            return code
-    from .api import Run   # in-process: NumPy and the compiled engine
-    run = Run(params, cli=True)
-    x = run.extras
-
-    files = {k: x.get(k, DEFAULT_FILES[k]) for k in ("floatfile", "intfile", "pgmfile", "noisefile")}
-    write_pgm = x.get("write_pgm", True)
-    write_noise = x.get("noise", True)
-
-    if run.hkl_from_text:
-        run.write_dump()
-    for line in run.log_lines():
-        _say(line)
-    if run.setup.warn_pix0_ignored and not any("pix0_vector ignored" in l for l in run.setup.log.splitlines()):
-        _say("WARNING: -pix0_vector ignored because custom detector vectors (-fdet/-sdet/-odet_vector) are given")
-    _flush()
-
-    result = run.render()
-    st = result.stats
-    if st.get("interpolation_fell_back"):
-        h, k, l = st["fallback_hkl"]
-        h0, k0, l0 = st["fallback_hkl0"]
-        _say("WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: %g,%g,%g,%d,%d,%d "
-             % (h, k, l, h0, k0, l0))
-        _say("WARNING: further warnings will not be printed! ")
-    _say()
-
-    omega = st["solid_angle"]
-    _say("solid angle subtended by detector = %g steradian ( %g%% sphere)" % (omega, 100 * omega / 4 / math.pi))
-
-    # every image goes to a temporary file first; they replace the old files
-    # together at the end, so a failed or interrupted run changes nothing
-    with _terminate_cleanly(), _io.OutputSet() as out:
-        image = result.float_image
-        _say("writing %s as %d %d-byte floats" % (files["floatfile"], image.size, 4))
-        out.stage(files["floatfile"], [result.float_bytes()])
-
-        _say("max_I = %g  at %g %g" % (st["max_I"], st["max_I_x"], st["max_I_y"]))
-        _say("mean= %g rms= %g rmsd= %g" % (st["mean"], st["rms"], st["rmsd"]))
-        int_img, int_scale = result._int()
-        _say("intfile_scale = %g" % int_scale)
-        _say("writing %s as %d-byte integers" % (files["intfile"], 2))
-        out.stage(files["intfile"], [result._smv_file(int_img)])
-        del int_img
-
-        if write_pgm:
-            pgm_img, pgm_scale = result._pgm(int_scale)
-            _say("pgm_scale = %g" % pgm_scale)
-            _say("writing %s as %d-byte integers" % (files["pgmfile"], 1))
-            out.stage(files["pgmfile"], [result._pgm_file(pgm_img, pgm_scale)])
-            del pgm_img
-
-        if write_noise:
-            noise = result.noise()
-            _say("%.0f photons on noise image (%d overloads)" % (noise.photons, noise.overloads))
-            _say("writing %s as %d-byte integers" % (files["noisefile"], 2))
-            out.stage(files["noisefile"], [result._smv_file(noise.image)])
-            del noise
-        out.commit()
-    _flush()
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
