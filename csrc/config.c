@@ -13,36 +13,6 @@
 #include "internal.h"
 #include "stages.h"
 
-void nb_set_error(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-void nb_log(nb_setup *s, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int need = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (need < 0) return;
-    if (s->log_len + (size_t)need + 1 > s->log_cap) {
-        size_t cap = s->log_cap ? s->log_cap : 4096;
-        while (cap < s->log_len + (size_t)need + 1) cap *= 2;
-        char *grown = realloc(s->log, cap);
-        if (!grown) return;          /* messages are best effort */
-        s->log = grown;
-        s->log_cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(s->log + s->log_len, s->log_cap - s->log_len, fmt, ap);
-    va_end(ap);
-    s->log_len += (size_t)need;
-}
-
 static void set3(double *v, double x, double y, double z) { v[0] = x; v[1] = y; v[2] = z; }
 
 void nb_params_init(nb_params *p)
@@ -91,31 +61,69 @@ void nb_params_init(nb_params *p)
     p->adc_offset = 40.0;
 }
 
-/* The number of steps sampling() will give a sweep, from the range, step
- * and count as typed (count <= 0 and negative range/step: automatic), so
- * that validate() can refuse absurd counts before sampling() converts them
- * to int.  In double: an absurd range/step ratio is inf, never UB. */
-static double sweep_steps(double range, double step, int count)
+/* One sampled dimension (phi, divergence, dispersion, sensor depth): the
+ * reference fills in whichever of range, step and count the user left out.
+ * The count stays a double until validate() has bounded it, so that an
+ * absurd range/step ratio is inf, never undefined behaviour. */
+typedef struct { double range, step, count; } sweep;
+typedef enum { SWEEP_PHI, SWEEP_DIV, SWEEP_DISP, SWEEP_THICK } sweep_kind;
+enum { SWEEP_H, SWEEP_V, SWEEP_D, SWEEP_T, SWEEP_P, NSWEEPS };
+
+static void resolve_sweep(sweep *w, sweep_kind kind)
 {
-    if (count <= 0) {
-        if (range < 0.0) return step <= 0.0 ? 1.0 : 2.0;
-        if (range == 0.0) return 1.0;                 /* no extent: one sample */
-        return step <= 0.0 ? 2.0 : ceil(range / step);
+    /* the range a count alone spans; the thickness is split in two by default */
+    const double range_if_only_count = kind == SWEEP_PHI ? 1.0 / NB_RTD : kind == SWEEP_THICK ? 0.5e-6 : 1.0;
+    if (kind == SWEEP_PHI && w->count < 0) {
+        /* phi: an osc with no step makes two steps of half the range */
+        if (w->range < 0.0) {
+            if (w->step <= 0.0) { w->count = 1; w->range = 0.0; w->step = 0.0; }
+            else { w->range = w->step; w->count = 2; }
+        } else if (w->step <= 0.0) { w->count = 2; w->step = w->range / 2.0; }
+        else w->count = ceil(w->range / w->step);
+        return;
     }
-    if (range < 0.0) return step <= 0.0 ? (double)count : 2.0;
-    if (range == 0.0) return 1.0;
-    return count < 2 && step <= 0.0 ? 2.0 : (double)count;
+    if (kind == SWEEP_PHI && w->count == 0) w->count = 1;
+    if (w->count <= 0) {
+        if (w->range < 0.0) {
+            if (w->step <= 0.0) { w->count = 1; w->range = 0.0; w->step = 0.0; }
+            else { w->range = w->step; w->count = 2; }
+        } else if (w->step <= 0.0) {
+            if (kind == SWEEP_THICK) { w->count = 2; w->step = w->range / w->count; }
+            else { w->step = w->range; w->count = 2; }
+        } else {
+            w->count = ceil(w->range / w->step);
+        }
+    } else {
+        if (w->range < 0.0) {
+            if (w->step <= 0.0) { w->range = range_if_only_count; w->step = w->range / w->count; }
+            else { w->range = w->step; w->count = 2; }
+        } else if (w->step <= 0.0 && kind != SWEEP_PHI) {
+            if (w->count <= 1) w->count = 2;
+            w->step = w->range / (w->count - 1);
+        } else if (w->step < 0.0) {
+            w->step = w->range / w->count;
+        }
+    }
+    /* a sweep other than phi with no extent collapses to one sample */
+    if (kind != SWEEP_PHI && (w->range <= 0.0 || w->step <= 0.0 || w->count <= 0)) {
+        w->count = 1; w->range = 0.0; w->step = 0.0;
+    }
 }
 
-/* phi steps as sampling() resolves them (no collapse to one for phi) */
-static double phi_steps(double range, double step, int count)
+/* Every sweep in SI units (radians, fractions, metres), resolved: the one
+ * place both validate() and sampling() take their step counts from. */
+static void resolve_sweeps(const nb_params *p, sweep w[NSWEEPS])
 {
-    if (count < 0) {
-        if (range < 0.0) return step <= 0.0 ? 1.0 : 2.0;
-        return step <= 0.0 ? 2.0 : ceil(range / step);
-    }
-    if (range < 0.0 && step > 0.0) return 2.0;
-    return count == 0 ? 1.0 : (double)count;
+    w[SWEEP_H] = (sweep){ p->hdivrange_mrad / 1000.0, p->hdivstep_mrad / 1000.0, p->hdivsteps };
+    w[SWEEP_V] = (sweep){ p->vdivrange_mrad / 1000.0, p->vdivstep_mrad / 1000.0, p->vdivsteps };
+    w[SWEEP_D] = (sweep){ p->dispersion_pct / 100.0, -1.0, p->dispsteps };
+    w[SWEEP_T] = (sweep){ p->detector_thick_um * 1e-6, -1.0, p->detector_thicksteps };
+    w[SWEEP_P] = (sweep){ p->osc_deg / NB_RTD, p->phistep_deg / NB_RTD, p->phisteps };
+    resolve_sweep(&w[SWEEP_H], SWEEP_DIV);
+    resolve_sweep(&w[SWEEP_V], SWEEP_DIV);
+    resolve_sweep(&w[SWEEP_D], SWEEP_DISP);
+    resolve_sweep(&w[SWEEP_T], SWEEP_THICK);
+    resolve_sweep(&w[SWEEP_P], SWEEP_PHI);
 }
 
 /* Reject values that would make the simulation meaningless, crash, or need
@@ -159,11 +167,10 @@ static int validate(const nb_params *p, char *err, size_t errlen)
             p->roi[0], p->roi[1], p->roi[2], p->roi[3], f, sl);
 
     /* sampling: every sweep, the sources and the crystal orientations */
-    double phi = phi_steps(p->osc_deg, p->phistep_deg, p->phisteps);
-    double hdiv = sweep_steps(p->hdivrange_mrad, p->hdivstep_mrad, p->hdivsteps);
-    double vdiv = sweep_steps(p->vdivrange_mrad, p->vdivstep_mrad, p->vdivsteps);
-    double disp = sweep_steps(p->dispersion_pct, -1.0, p->dispsteps);
-    double thick = sweep_steps(p->detector_thick_um, -1.0, p->detector_thicksteps);
+    sweep w[NSWEEPS];
+    resolve_sweeps(p, w);
+    double phi = w[SWEEP_P].count, hdiv = w[SWEEP_H].count, vdiv = w[SWEEP_V].count;
+    double disp = w[SWEEP_D].count, thick = w[SWEEP_T].count;
     REQUIRE(!(phi > NB_MAX_SWEEP_STEPS), "%.3g phi steps (-osc %g, -phistep %g, -phisteps %d): too many (at most %.0f)",
             phi, p->osc_deg, p->phistep_deg, p->phisteps, NB_MAX_SWEEP_STEPS);
     REQUIRE(!(hdiv > NB_MAX_SWEEP_STEPS), "%.3g horizontal divergence steps (-hdivrange %g, -hdivstep %g, -hdivsteps %d): "
@@ -233,61 +240,13 @@ static void beam_intensity(const nb_params *p, nb_setup *s, double sample_m[3])
     if (s->exposure_s > 0.0) s->flux = s->fluence / s->exposure_s * s->beamsize_m * s->beamsize_m;
 }
 
-/* One sampled dimension (phi, divergence, dispersion, sensor depth): the
- * reference fills in whichever of range, step and count the user left out. */
-typedef struct { double range, step; int count; } sweep;
-
-static void auto_sweep(sweep *w, double range_if_only_count, int spread_steps_by_count_minus_one,
-                       int thick_style)
-{
-    if (w->count <= 0) {
-        if (w->range < 0.0) {
-            if (w->step <= 0.0) { w->count = 1; w->range = 0.0; w->step = 0.0; }
-            else { w->range = w->step; w->count = 2; }
-        } else if (w->step <= 0.0) {
-            if (thick_style) { w->count = 2; w->step = w->range / w->count; }
-            else { w->step = w->range; w->count = 2; }
-        } else {
-            w->count = (int)ceil(w->range / w->step);
-        }
-    } else {
-        if (w->range < 0.0) {
-            if (w->step <= 0.0) { w->range = range_if_only_count; w->step = w->range / w->count; }
-            else { w->range = w->step; w->count = 2; }
-        } else if (w->step <= 0.0 && spread_steps_by_count_minus_one) {
-            if (w->count <= 1) w->count = 2;
-            w->step = w->range / (w->count - 1);
-        } else if (w->step < 0.0) {
-            w->step = w->range / w->count;
-        }
-    }
-}
-
 static void sampling(const nb_params *p, nb_setup *s)
 {
-    /* phi: an osc with no step makes two steps of half the range */
-    sweep phi = { p->osc_deg / NB_RTD, p->phistep_deg / NB_RTD, p->phisteps };
-    if (phi.count < 0) {
-        if (phi.range < 0.0) {
-            if (phi.step <= 0.0) { phi.count = 1; phi.range = 0.0; phi.step = 0.0; }
-            else { phi.range = phi.step; phi.count = 2; }
-        } else if (phi.step <= 0.0) { phi.count = 2; phi.step = phi.range / 2.0; }
-        else phi.count = (int)ceil(phi.range / phi.step);
-    } else {
-        if (phi.count == 0) phi.count = 1;
-        auto_sweep(&phi, 1.0 / NB_RTD, 0, 0);
-    }
-    s->osc_rad = phi.range; s->phistep_rad = phi.step; s->phisteps = phi.count;
+    sweep w[NSWEEPS];
+    resolve_sweeps(p, w);       /* counts bounded by validate(): they fit an int */
+    const sweep phi = w[SWEEP_P], hdiv = w[SWEEP_H], vdiv = w[SWEEP_V], disp = w[SWEEP_D], thick = w[SWEEP_T];
+    s->osc_rad = phi.range; s->phistep_rad = phi.step; s->phisteps = (int)phi.count;
     s->phi0_rad = p->phi_deg / NB_RTD;
-
-    sweep hdiv = { p->hdivrange_mrad / 1000.0, p->hdivstep_mrad / 1000.0, p->hdivsteps };
-    sweep vdiv = { p->vdivrange_mrad / 1000.0, p->vdivstep_mrad / 1000.0, p->vdivsteps };
-    sweep disp = { p->dispersion_pct / 100.0, -1.0, p->dispsteps };
-    sweep thick = { p->detector_thick_um * 1e-6, -1.0, p->detector_thicksteps };
-    auto_sweep(&hdiv, 1.0, 1, 0);
-    auto_sweep(&vdiv, 1.0, 1, 0);
-    auto_sweep(&disp, 1.0, 1, 0);
-    auto_sweep(&thick, 0.5e-6, 1, 1);
 
     if (isnan(p->detector_abs_um)) s->mu_per_m = -1.0;
     else if (isinf(p->detector_abs_um) || p->detector_abs_um == 0.0) s->mu_per_m = 0.0;
@@ -315,16 +274,10 @@ static void sampling(const nb_params *p, nb_setup *s)
         s->mosaic_domains = 1;
     }
 
-    /* a sweep with no extent collapses to one sample */
-    sweep *all[4] = { &hdiv, &vdiv, &disp, &thick };
-    for (int i = 0; i < 4; ++i)
-        if (all[i]->range <= 0.0 || all[i]->step <= 0.0 || all[i]->count <= 0) {
-            all[i]->count = 1; all[i]->range = 0.0; all[i]->step = 0.0;
-        }
-    s->hdivrange_rad = hdiv.range; s->hdivstep_rad = hdiv.step; s->hdivsteps = hdiv.count;
-    s->vdivrange_rad = vdiv.range; s->vdivstep_rad = vdiv.step; s->vdivsteps = vdiv.count;
-    s->dispersion = disp.range; s->dispstep = disp.step; s->dispsteps = disp.count;
-    s->thick_m = thick.range; s->thickstep_m = thick.step; s->thicksteps = thick.count;
+    s->hdivrange_rad = hdiv.range; s->hdivstep_rad = hdiv.step; s->hdivsteps = (int)hdiv.count;
+    s->vdivrange_rad = vdiv.range; s->vdivstep_rad = vdiv.step; s->vdivsteps = (int)vdiv.count;
+    s->dispersion = disp.range; s->dispstep = disp.step; s->dispsteps = (int)disp.count;
+    s->thick_m = thick.range; s->thickstep_m = thick.step; s->thicksteps = (int)thick.count;
 }
 
 static const char *convention_name(nb_convention c)

@@ -13,12 +13,6 @@
 #define PGM_LEVELS 250.0
 #define PGM_SIGMAS 5.0
 
-static int inside_roi(const nb_setup *s, int fast, int slow)
-{
-    return fast >= s->roi_xmin && fast <= s->roi_xmax
-        && slow >= s->roi_ymin && slow <= s->roi_ymax;
-}
-
 /* (unsigned short)/(unsigned char) of a floating value as x86-64 does it:
  * truncate to a 32-bit int (NaN and out-of-range give INT_MIN) and keep the
  * low bits.  Spelled out so that the conversion is defined C. */
@@ -38,7 +32,7 @@ double nb_int_image(const nb_setup *s, const float *image, double max_I, uint16_
     size_t idx = 0;
     for (int slow = 0; slow < s->spixels; slow++) {
         for (int fast = 0; fast < s->fpixels; fast++, idx++) {
-            if (!inside_roi(s, fast, slow)) { out[idx] = 0; continue; }
+            if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
             double adu = image[idx] * scale + s->adc_offset;
             if (adu > 65535.0) adu = 65535.0;
             if (adu < 0.0) adu = 0.0;
@@ -60,7 +54,7 @@ double nb_pgm_image(const nb_setup *s, const float *image, double intfile_scale,
     size_t idx = 0;
     for (int slow = 0; slow < s->spixels; slow++) {
         for (int fast = 0; fast < s->fpixels; fast++, idx++) {
-            if (!inside_roi(s, fast, slow)) { out[idx] = 0; continue; }
+            if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
             double grey = image[idx] * scale;
             if (grey > 255.0) grey = 255.0;
             /* no lower clip in the reference: negatives wrap as on x86 */

@@ -30,6 +30,11 @@ static inline double nb_unitize(const double *v, double *out) {
     return m;
 }
 
+/* the region of interest (inclusive pixel bounds, resolved by geometry.c) */
+static inline int nb_in_roi(const nb_setup *s, int fast, int slow) {
+    return fast >= s->roi_xmin && fast <= s->roi_xmax && slow >= s->roi_ymin && slow <= s->roi_ymax;
+}
+
 /* rotations (geometry.c) */
 void nb_rotate_xyz(const double *v, double *out, double rx, double ry, double rz);
 void nb_rotate_axis(const double *v, double *out, const double *axis, double phi);
@@ -52,7 +57,7 @@ void nb_deviates_init(nb_deviates *d, nb_rng *rng, long *idum);
 float nb_poidev(nb_deviates *d, float mean);
 float nb_gaussdev(nb_deviates *d);
 
-/* log of the setup (config.c) */
+/* the error message and the setup's log (log.c) */
 void nb_log(nb_setup *s, const char *fmt, ...)
 #ifdef __GNUC__
     __attribute__((format(printf, 2, 3)))

@@ -425,7 +425,7 @@ static float pixel_value(const nb_setup *s, double I, const pixel_factors *pf)
 
 static int pixel_wanted(const nb_setup *s, const uint16_t *mask, int fp, int sp)
 {
-    if (fp < s->roi_xmin || fp > s->roi_xmax || sp < s->roi_ymin || sp > s->roi_ymax) return 0;
+    if (!nb_in_roi(s, fp, sp)) return 0;
     return !mask || mask[(size_t)sp * s->fpixels + fp] != 0;
 }
 
@@ -566,7 +566,7 @@ static int render_rows(const kernel_ctx *k, const uint16_t *mask, int sp0, int f
         if (!ok) failed = 1;
 #pragma omp for schedule(dynamic, 1)
         for (int sp = sp0; sp < sp1; ++sp) {
-            if (ok && sp >= s->roi_ymin && sp <= s->roi_ymax) {
+            if (ok && nb_in_roi(s, s->roi_xmin, sp)) {   /* the row crosses the ROI */
                 render_row(k, mask, sp, sp == sp0 ? fp0 : 0, interp0, block, &b, pfs, pix_n, image, &rows[sp]);
                 if (render_cancelled(k)) continue;
             }
@@ -613,7 +613,7 @@ static void compute_stats(const nb_setup *s, const uint16_t *mask, const float *
     long m = 0;
     for (int sp = 0; sp < s->spixels; ++sp)
         for (int fp = 0; fp < s->fpixels; ++fp) {
-            if (fp < s->roi_xmin || fp > s->roi_xmax || sp < s->roi_ymin || sp > s->roi_ymax) continue;
+            if (!nb_in_roi(s, fp, sp)) continue;
             double d = image[(size_t)sp * s->fpixels + fp] - st->mean;
             dev += d * d;
             ++m;

@@ -117,12 +117,6 @@ static uint16_t to_u16_like_x86(double v)
     return (uint16_t)(long)v;
 }
 
-static int inside_roi(const nb_setup *s, int fast, int slow)
-{
-    return fast >= s->roi_xmin && fast <= s->roi_xmax
-        && slow >= s->roi_ymin && slow <= s->roi_ymax;
-}
-
 void nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *out,
                     double *photons, long *overloads)
 {
@@ -136,7 +130,7 @@ void nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *
     size_t idx = 0;
     for (int slow = 0; slow < s->spixels; slow++) {
         for (int fast = 0; fast < s->fpixels; fast++, idx++) {
-            if (!inside_roi(s, fast, slow)) { out[idx] = 0; continue; }
+            if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
             double counts = nb_poidev(&dev, image[idx]);
             total += counts;
             counts += s->adc_offset;

@@ -331,7 +331,7 @@ class Job:
         the render and propagates."""
         image, stats = self.setup.render(hkl=self.hkl, mask=self.mask, threads=self.threads,
                                          exact_threads=_exact_threads(), progress=progress)
-        _check_image(stats, self._name)
+        _check_image(stats, self.fields, self._name)
         return Images(self.setup, image, stats)
 
     def log_lines(self) -> List[str]:
@@ -433,14 +433,23 @@ def _shape_of(buf) -> Tuple[int, int]:
     return (int(shape[0]), int(shape[1])) if len(shape) == 2 else (-1, -1)
 
 
-def _check_image(stats: Mapping[str, Any], name: Callable[[str], str]) -> None:
+# values beyond these are far outside any experiment: named as the likely
+# cause when the image comes out NaN or infinite
+_IMPLAUSIBLE = (("pixel_mm", "pixel", lambda v: v < 1e-12), ("mosaic_deg", "mosaic", lambda v: v > 1e6),
+                ("flux", "flux", lambda v: v > 1e60), ("fluence", "fluence", lambda v: v > 1e80),
+                ("exposure_s", "exposure", lambda v: abs(v) > 1e40), ("default_F", "default_F", lambda v: abs(v) > 1e30),
+                ("distance_mm", "distance", lambda v: v < 1e-12 or v > 1e30))
+
+
+def _check_image(stats: Mapping[str, Any], fields: Mapping[str, Any], name: Callable[[str], str]) -> None:
     """Refuse an image no detector could record: NaN, infinite or negative
     photon counts come from parameters outside what the model handles."""
     n = int(stats.get("nonfinite_pixels", 0))
     if n:
-        raise ValueError(f"the rendered image has {n} NaN or infinite pixels: a parameter is outside the range "
-                         f"the model handles (a tiny {name('pixel')}, a huge {name('mosaic')}, {name('flux')} "
-                         f"or {name('fluence')}?)")
+        suspects = [f"{name(flag)} {fields[field]:g}" for field, flag, bad in _IMPLAUSIBLE
+                    if isinstance(fields.get(field), (int, float)) and bad(float(fields[field]))]
+        cause = ("likely cause: " + ", ".join(suspects)) if suspects else "a parameter is outside the range the model handles"
+        raise ValueError(f"the rendered image has {n} NaN or infinite pixels ({cause})")
     if stats.get("min_I", 0.0) < 0.0:
         raise ValueError("the rendered image has negative pixels (min %g): the detector faces away from the sample "
                          "(e.g. %s 180) or %s is outside -1..1" % (stats["min_I"], name("twotheta"), name("polar")))
