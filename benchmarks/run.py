@@ -11,6 +11,8 @@ Benchmarks (--only NAME, may be repeated or comma-separated):
   pilatus6m  nanoBragg $(cat pilatus6m.args): Pilatus 6M frame, 2463x2527, 10 phi steps, A.mat + scaled.hkl
   mosaic1k   nanoBragg $(cat mosaic1k.args): 1024^2, 10 mosaic domains x 5 divergence sources
              x 2x2 sub-pixels, with noise, cubic.hkl
+  readme256  nanoBragg $(cat readme256.args): the README's first example (256^2, all four images)
+  small64    nanoBragg $(cat small64.args): the same on 64^2, where start-up and writing dominate
   tiny       per-call cost of simulate() on a 4x4-pixel detector (in a fresh interpreter:
              one warm-up call, then --tiny-calls calls; median microseconds per call)
   startup    the command on that 4x4 detector: the fixed cost of one process
@@ -74,6 +76,8 @@ BENCHMARKS = {
     # "startup" runs the command on a job too small for a throughput figure
     "pilatus6m": ("cli", "Pilatus 6M frame, 10 phi steps, A.mat + scaled.hkl"),
     "mosaic1k": ("cli", "1024^2, 10 mosaic x 5 sources x 2x2 sub-pixels, noise"),
+    "readme256": ("cli", "the README's first example: 256^2, no input files, all four images"),
+    "small64": ("cli", "the same on 64^2: start-up and writing dominate"),
     "tiny": ("api", "simulate() on 4x4 pixels, per call"),
     "startup": ("startup", "nanoBragg on 4x4 pixels: the fixed cost of one process"),
 }

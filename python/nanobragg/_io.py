@@ -199,9 +199,8 @@ def read_input(path: str, label: str, key: str, text: bool = False) -> bytearray
 
 
 def _temp_name(path: str) -> str:
-    import uuid
     directory = os.path.dirname(os.path.abspath(path))
-    return os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    return os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
 
 
 def _write_error(path: str, e: OSError) -> OSError:

@@ -33,7 +33,6 @@ Differences from the reference's parser, on purpose:
 from __future__ import annotations
 
 import math
-import numbers
 import os
 
 # annotations only (they are strings here): no typing or dataclasses at run
@@ -551,8 +550,10 @@ def suggest(name: str) -> Optional[str]:
 # ---------------------------------------------------------------------------
 
 def _is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and not (
-        hasattr(x, "dtype") and getattr(x.dtype, "kind", "") == "b")
+    if isinstance(x, (int, float)):          # the command line's values: no need for numbers
+        return not isinstance(x, bool)
+    import numbers
+    return isinstance(x, numbers.Real) and not (hasattr(x, "dtype") and getattr(x.dtype, "kind", "") == "b")
 
 
 def _to_float(x, what: str, allow_inf: bool = False) -> float:
@@ -569,6 +570,9 @@ def _to_float(x, what: str, allow_inf: bool = False) -> float:
 def _to_int(x, what: str) -> int:
     if hasattr(x, "ndim") and getattr(x, "ndim", 0) == 0 and hasattr(x, "item"):
         x = x.item()
+    if isinstance(x, int) and not isinstance(x, bool):
+        return x
+    import numbers
     if isinstance(x, numbers.Integral) and not isinstance(x, bool):
         return int(x)
     if _is_number(x) and float(x).is_integer():
