@@ -14,11 +14,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from . import _io
-from .params import DEFAULT_FILES, UsageError, normalize, params_to_fields
+from .params import BANNER, DEFAULT_FILES, UsageError, normalize, params_to_fields
 
 __all__ = ["simulate", "Result", "Noise"]
-
-BANNER = "nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17"
 
 Noise = namedtuple("Noise", "image photons overloads")
 

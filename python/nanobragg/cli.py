@@ -69,6 +69,15 @@ def _os_message(e: OSError) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # [drop-in] a bare nanoBragg prints the reference's usage text and status
+    if not argv:
+        from .params import USAGE_EXIT, usage_text
+        try:
+            sys.stdout.write(usage_text(os.path.exists(DEFAULT_FILES["dump"])))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_gone()
+        return USAGE_EXIT
     if any(a in HELP_FLAGS for a in argv):
         _say(help_text().rstrip("\n"))
         _flush()
