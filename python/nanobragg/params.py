@@ -17,9 +17,11 @@ Two front ends fill the same table:
 
 Differences from the reference's parser, on purpose:
 
-* flags match by their exact name (the reference matches substrings, so
-  ``-oversample_thick`` also sets ``-oversample``, ``-mosaic_seed`` also sets
-  ``-seed``, ``-twotheta_axis`` also sets ``-twotheta``, ...);
+* flags match by their exact name or an alias (the reference matches
+  substrings, so ``-twotheta_axis`` also sets ``-twotheta``, ``-misset_seed``
+  also sets misset angles, ``-lambda_A`` acts as ``-lambda``, ...); spellings
+  the reference's README uses but the reference ignores (:data:`IGNORED`)
+  are accepted with a warning;
 * an unknown flag, a missing value or a value that is not a number is an
   error (the reference ignores or ``atof``\\ s it);
 * ``-cell`` needs its six numbers;
