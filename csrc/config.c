@@ -47,7 +47,9 @@ void nb_params_init(nb_params *p)
     set3(p->beam, 1, 0, 0);
     set3(p->polar_vec, 0, 0, 1);
     set3(p->spindle, 0, 0, 1);
-    set3(p->twotheta_axis, 0, 0, -1);
+    /* the reference's starting two-theta axis: every named convention sets
+     * its own, so only CUSTOM (without -twotheta_axis) keeps this one */
+    set3(p->twotheta_axis, 0, 1, 0);
     p->detector_abs_um = NAN;
     p->detector_thicksteps = -1;
     p->oversample = -1;

@@ -213,7 +213,10 @@ int nb_crystal_setup(const nb_params *p, nb_setup *s, long *misset_seed, double 
     }
 
     /* crystal size in whole cells, from -xtalsize when given */
-    double la_m = la * 1e-10, lb_m = lb * 1e-10, lc_m = lc * 1e-10;
+    /* the edge lengths of the vectors already in metres, not the lengths in A
+     * times 1e-10: they differ in the last bit, and a size that is an exact
+     * multiple of an edge must round up or not as the reference's does */
+    double la_m = nb_norm(s->a0), lb_m = nb_norm(s->b0), lc_m = nb_norm(s->c0);
     s->Na = p->Na; s->Nb = p->Nb; s->Nc = p->Nc;
     if (sample_m[0] > 0) s->Na = ceil(sample_m[0] / la_m);
     if (sample_m[1] > 0) s->Nb = ceil(sample_m[1] / lb_m);

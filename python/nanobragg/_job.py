@@ -25,13 +25,11 @@ import os
 import sys
 
 from . import _io
-from .params import DEFAULT_FILES, UsageError, normalize, params_to_fields
+from .params import BANNER, DEFAULT_FILES, UsageError, normalize, params_to_fields
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the command does not load typing
     from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
-
-BANNER = "nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17"
 
 # inputs named by flags: they are read, so no output may name the same file
 _INPUT_KEYS = ("hkl", "mat", "sourcefile", "mask", "img", "stol")

@@ -101,6 +101,14 @@ class _StopHandlers:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:      # a bare nanoBragg prints the reference's usage text and status
+        from .params import DEFAULT_FILES, USAGE_EXIT, usage_text
+        try:
+            sys.stdout.write(usage_text(os.path.exists(DEFAULT_FILES["dump"])))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_gone()
+        return USAGE_EXIT
     if any(a in HELP_FLAGS for a in argv):
         _say(help_text().rstrip("\n"))
         _flush()

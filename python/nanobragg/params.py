@@ -17,9 +17,11 @@ Two front ends fill the same table:
 
 Differences from the reference's parser, on purpose:
 
-* flags match by their exact name (the reference matches substrings, so
-  ``-oversample_thick`` also sets ``-oversample``, ``-mosaic_seed`` also sets
-  ``-seed``, ``-twotheta_axis`` also sets ``-twotheta``, ...);
+* flags match by their exact name or an alias (the reference matches
+  substrings, so ``-twotheta_axis`` also sets ``-twotheta``, ``-misset_seed``
+  also sets misset angles, ``-lambda_A`` acts as ``-lambda``, ...); spellings
+  the reference's README uses but the reference ignores (:data:`IGNORED`)
+  are accepted with a warning;
 * an unknown flag, a missing value or a value that is not a number is an
   error (the reference ignores or ``atof``\\ s it);
 * ``-cell`` needs its six numbers;
@@ -44,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "Option", "OPTIONS", "UsageError", "args_to_params", "normalize",
-    "params_to_fields", "lookup", "suggest", "help_text", "keyword_names",
+    "params_to_fields", "lookup", "suggest", "help_text", "keyword_names", "IGNORED", "usage_text",
 ]
 
 DEFAULT_PIXEL_MM = 0.1          # the reference's default pixel size, used by -mask header seeding
@@ -220,7 +222,7 @@ def _stol(mult: float):
 class Option:
     """One option: read-only once made."""
     __slots__ = ("names", "kind", "n", "metavar", "units", "help", "apply", "off", "check", "choices",
-                 "api_names", "cli", "group")
+                 "api_names", "cli", "group", "cli_names")
 
     def __init__(self,
                  names: Tuple[str, ...],          # command-line spellings, canonical first
@@ -235,8 +237,10 @@ class Option:
                  choices: Tuple[str, ...] = (),
                  api_names: Tuple[str, ...] = (),  # extra keyword spellings (simulate() only)
                  cli: bool = True,                 # offered on the command line
-                 group: str = ""):
-        values = (names, kind, n, metavar, units, help, apply, off, check, choices, api_names, cli, group)
+                 group: str = "",
+                 cli_names: Tuple[str, ...] = ()):  # extra flag spellings (command line only, not keywords)
+        values = (names, kind, n, metavar, units, help, apply, off, check, choices, api_names, cli, group,
+                  cli_names)
         for name, value in zip(Option.__slots__, values):
             object.__setattr__(self, name, value)
 
@@ -261,6 +265,11 @@ class Option:
     def key(self) -> str:
         """The canonical keyword: the first flag without its dash."""
         return self.names[0].lstrip("-") if self.cli else self.api_names[0]
+
+    @property
+    def flags(self) -> Tuple[str, ...]:
+        """Every command-line spelling: the names, then the command-line-only ones."""
+        return self.names + self.cli_names
 
     @property
     def keywords(self) -> Tuple[str, ...]:
@@ -312,7 +321,7 @@ _group("crystal")
 _o("-cell", "floats", 6, "a b c al be ga", "A, deg", "unit cell lengths and angles (alternative to -mat)",
    _set("cell", has_cell=1), check=_cell_ok)
 _o("-mat", "data", 1, "FILE", "", "MOSFLM-style orientation matrix: 9 numbers, 3 lines of a*,b*,c* components x lambda",
-   _mat)
+   _mat, cli_names=("-matrix",))
 _o("-misset", "misset", 3, "X Y Z|random", "deg", "crystal rotations about x, y, z, or 'random' for a random orientation",
    _misset)
 _o("-misset_seed", "int", 1, "N", "", "random-number seed for -misset random (default: the -seed value)",
@@ -333,7 +342,8 @@ _o(("-xtal_thick", "-xtal_x", "-sample_thick", "-sample_x"), "float", 1, "SIZE",
 _o(("-xtal_width", "-xtal_y", "-sample_width", "-sample_y", "-width"), "float", 1, "SIZE", "mm",
    "crystal size along y", _vec_item("xtal_size_mm", 1), check=_nonneg)
 _o(("-xtal_height", "-xtal_z", "-sample_height", "-sample_z", "-height"), "float", 1, "SIZE", "mm",
-   "crystal size along z", _vec_item("xtal_size_mm", 2), check=_nonneg)
+   "crystal size along z", _vec_item("xtal_size_mm", 2), check=_nonneg,
+   cli_names=("-xtal_heigh", "-sample_heigh", "-heigh"))
 _o("-square_xtal", "switch", 0, "", "", "parallelepiped crystal: sinc lattice transform (default)",
    _set("xtal_shape", scale=lambda v: "square"))
 _o("-round_xtal", "switch", 0, "", "", "ellipsoidal crystal shape", _set("xtal_shape", scale=lambda v: "round"))
@@ -342,15 +352,16 @@ _o(("-tophat_spots", "-binary_spots"), "switch", 0, "", "", "lattice transform c
    _set("xtal_shape", scale=lambda v: "tophat"))
 _o("-fudge", "float", 1, "X", "", "width factor of the round/Gaussian/tophat spot shapes (default: 1)", _set("fudge"))
 _o(("-density", "-sample_density"), "float", 1, "D", "g/cm^3", "sample density (accepted; no effect, as in the reference)",
-   _extra("density"))
+   _extra("density"), cli_names=("-sample_den",))
 _o(("-MW", "-molecular_weight"), "float", 1, "MW", "g/mol", "molecular weight (accepted; no effect, as in the reference)",
-   _extra("MW"))
+   _extra("MW"), cli_names=("-molec",))
 _o("-interpolate", "switch", 0, "", "", "force tricubic interpolation of structure factors (default: on if any N <= 2)",
    _set("interpolate", scale=lambda v: 1), off=_fields(interpolate=0))
 _o("-nointerpolate", "switch", 0, "", "", "no structure-factor interpolation", _set("interpolate", scale=lambda v: 0),
    off=_fields(interpolate=1))
 _o(("-mosaic", "-mosaic_spread", "-mosaicity", "-mosaici"), "float", 1, "DEG", "deg",
-   "isotropic mosaic spread (90 for a powder)", _set("mosaic_deg"), check=_nonneg)
+   "isotropic mosaic spread (90 for a powder)", _set("mosaic_deg"), check=_nonneg,
+   cli_names=("-mosaic_spr",))
 _o(("-mosaic_domains", "-mosaic_dom"), "int", 1, "N", "", "number of randomly oriented mosaic domains", _set("mosaic_domains"),
    check=_nonneg)
 _o("-mosaic_seed", "int", 1, "N", "", "random-number seed for the mosaic domains (default: 12345678)", _set("mosaic_seed"))
@@ -483,7 +494,8 @@ _o("-nopgm", "switch", 0, "", "", "do not write the PGM image", _extras(write_pg
 _o("-scale", "float", 1, "X", "", "scale of the int image (default: peak to 55000)", _set("intfile_scale"))
 _o("-pgmscale", "float", 1, "X", "", "scale of the PGM image (default: automatic); turns the PGM on",
    _pgmscale)
-_o("-adc", "float", 1, "COUNTS", "counts", "offset added to the SMV images (default: 40)", _set("adc_offset"))
+_o("-adc", "float", 1, "COUNTS", "counts", "offset added to the SMV images (default: 40)", _set("adc_offset"),
+   cli_names=("-adcoffset", "-adc_offset"))
 _o("-seed", "int", 1, "N", "", "random-number seed of the noise image (default: from the clock)", _set("seed"))
 _o("-stol", "data", 1, "FILE", "1/A", "amorphous F vs sin(theta)/lambda (read and checked; no effect, as the reference)",
    _stol(1e10))
@@ -512,7 +524,7 @@ OPTIONS: Tuple[Option, ...] = tuple(_OPTS)
 _BY_FLAG: Dict[str, Option] = {}
 _BY_KEYWORD: Dict[str, Option] = {}
 for _opt in OPTIONS:
-    for _n in _opt.names:
+    for _n in _opt.flags:
         assert _n not in _BY_FLAG, _n
         _BY_FLAG[_n] = _opt
     for _k in _opt.keywords:
@@ -521,6 +533,27 @@ for _opt in OPTIONS:
 del _opt, _n, _k
 
 HELP_FLAGS = ("-h", "--help", "-help")
+
+# Spellings that the reference's README or usage text shows but that its
+# argument loop does not act on (no substring of theirs is a flag it knows):
+# the reference renders as if they were absent.  We accept them, consume their
+# values and warn: (number of values, what to use instead, what that is).
+# The upstream README's own examples use -hdiv 0 -vdiv 0 and -detsize_x.
+IGNORED: Dict[str, Tuple[int, str]] = {
+    "-hdiv": (1, "-hdivrange"),
+    "-vdiv": (1, "-vdivrange"),
+    "-detsize_x": (1, "-detsize_f"),
+    "-detsize_y": (1, "-detsize_s"),
+    "-xdet_vector": (3, "-fdet_vector"),
+    "-ydet_vector": (3, "-sdet_vector"),
+    "-zdet_vector": (3, "-odet_vector"),
+}
+
+
+def ignored_message(flag: str) -> str:
+    """The one-line warning for a spelling in IGNORED."""
+    instead = IGNORED[flag][1]
+    return f"{flag} has no effect (the reference ignores it too; the image is the reference's); use {instead}"
 
 
 def lookup(name: str) -> Optional[Option]:
@@ -534,9 +567,21 @@ def keyword_names() -> List[str]:
     return sorted(_BY_KEYWORD)
 
 
+# the reference's x/y/z detector spellings are its fast/slow/normal axes
+# (-detpixels_x is -detpixels_f); tried before the fuzzy match
+_AXIS_WORDS = (("_x", "_f"), ("_y", "_s"), ("-xdet", "-fdet"), ("-ydet", "-sdet"), ("-zdet", "-odet"))
+
+
 def suggest(name: str) -> Optional[str]:
     """The closest flag (for '-x') or keyword (for 'x'), for 'did you mean'."""
+    if name in IGNORED:
+        return IGNORED[name][1]
     pool = list(_BY_FLAG) if name.startswith("-") else list(_BY_KEYWORD)
+    if name.startswith("-"):
+        for old, new in _AXIS_WORDS:
+            name = name.replace(old, new)
+        if name in pool:
+            return name
     import difflib   # only for messages: not paid by every command
     best = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
     if not best:
@@ -695,12 +740,20 @@ def _too_few(opt: Option, flag: str, got: int):
     raise UsageError(f"{flag} expects {opt.n} {noun} ({opt.metavar}), got {got}")
 
 
-def args_to_params(argv: Sequence[str]) -> Dict[str, Any]:
+def _warn_stderr(message: str) -> None:
+    import sys
+    sys.stderr.write(f"nanoBragg: warning: {message}\n")
+
+
+def args_to_params(argv: Sequence[str], warn: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Parse a nanoBragg command line into simulate() keywords, in order.
 
     Flags match by exact name; a flag given again moves to its new position
-    (the last one wins).  Raises UsageError with a one-line message.
+    (the last one wins).  A spelling of :data:`IGNORED` is consumed with its
+    values and reported through ``warn`` (default: one line on stderr).
+    Raises UsageError with a one-line message.
     """
+    warn = _warn_stderr if warn is None else warn
     out: Dict[str, Any] = {}
     argv = list(argv)
     i = 0
@@ -712,6 +765,18 @@ def args_to_params(argv: Sequence[str]) -> Dict[str, Any]:
         if flag in HELP_FLAGS:
             raise UsageError("-h must be given alone")
         opt = _BY_FLAG.get(flag)
+        if opt is None and flag in IGNORED:
+            n = IGNORED[flag][0]
+            for j in range(n):
+                if i >= len(argv):
+                    raise UsageError(f"{flag} expects {n} number{'s' if n > 1 else ''}, got {j}")
+                try:
+                    float(argv[i])
+                except ValueError:
+                    raise UsageError(f"{flag} expects a number, got '{argv[i]}'") from None
+                i += 1
+            warn(ignored_message(flag))
+            continue
         if opt is None:
             hint = suggest(flag)
             raise UsageError(f"unknown option '{flag}'" + (f" (did you mean '{hint}'?)" if hint else "")
@@ -854,7 +919,7 @@ def help_text() -> str:
         if opt.group != group:
             group = opt.group
             lines += ["", _GROUP_TITLES.get(group, group) + ":"]
-        head = ", ".join(opt.names)
+        head = ", ".join(opt.flags)
         if opt.metavar:
             head += " " + opt.metavar
         units = f"[{opt.units}] " if opt.units else ""
@@ -863,5 +928,112 @@ def help_text() -> str:
         else:
             lines.append(f"  {head}")
             lines.append(f"  {'':<30} {units}{opt.help}")
+    lines += ["", "Accepted with a warning, no effect (as in the reference):"]
+    for flag, (n, instead) in IGNORED.items():
+        head = flag + (" X" if n == 1 else " X Y Z")
+        lines.append(f"  {head:<30} use {instead}")
     lines += ["", "  -h, --help                     this text"]
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# no arguments: the reference's usage text
+# ---------------------------------------------------------------------------
+
+BANNER = "nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17"
+
+# What the reference prints, word for word (its typos and the defaults it
+# fills in included), when it has nothing to render: scripts and users that
+# run the bare command see the same text.
+REFERENCE_USAGE = (
+    'usage: nanoBragg -mat auto.mat -hkl Fs.hkl\n'
+    'options:\n'
+    '\t-mat filename.mat\tmosflm-style matrix file containing three reciprocal unit cell vectors\n'
+    '\t-hkl filename.hkl\ttext file containing h, k, l and F for P1 unit cell\n'
+    '\t-misset 10 20 30 \talternative to mat file: crystal rotations about x,y,z axes (degrees)\n'
+    '\t-misset random   \talternative to mat file: random orientation\n'
+    '\t-cell a b c al be ga\talternative to mat file: specify crystal unit cell (Angstroms and degrees)\n'
+    '\t-default_F       \talternative to -hkl: assign all unspecified structure factors (default: 0)\n'
+    '\t-distance        \tdistance from origin to detector center in mm\n'
+    '\t-detsize         \tdetector size in mm.  may also use -detsize_f -detsize_s\n'
+    '\t-detpixels       \tdetector size in pixels.  may also use -detpixels_x -detpixels_y\n'
+    '\t-pixel           \tdetector pixel size in mm.\n'
+    '\t-img header.img  \tattempt to initialize camera parameters from an ADSC img header\n'
+    '\t-mask mask.img   \tuse ADSC img file full of 0 or non-0 values as a mask\n'
+    '\t-detector_absorb \tdetector sensor material attenuation depth (um) (default: "inf" to save time)\n'
+    '\t-detector_thick  \tdetector sensor thickness (um)\n'
+    '\t-detector_thicksteps\tnumber of layers of detector sensor material. Default: 1\n'
+    '\t-Xbeam           \timage fast coordinate of direct-beam spot (mm). (default: center)\n'
+    '\t-Ybeam           \timage slow coordinate of direct-beam spot (mm). (default: center)\n'
+    "\t-mosflm          \tuse MOSFLM's direct-beam convention, same as -denzo. (default: adxv)\n"
+    '\t-xds             \tuse XDS detector origin convention. (default: adxv)\n'
+    '\t-ORGX  -ORGY     \tXDS-convention beam center\n'
+    '\t-twotheta        \trotation of detector about spindle axis (deg). (default: 0)\n'
+    '\t-N               \tnumber of unit cells in all directions. may also use -Na -Nb or -Nc\n'
+    '\t-xtalsize        \talternative to -N: specify crystal full width (mm)\n'
+    '\t-square_xtal     \tspecify parallelpiped crystal shape (default)\n'
+    '\t-round_xtal      \tspecify ellipsoidal crystal shape (sort of)\n'
+    '\t-gauss_xtal      \tGaussian-shaped spots: no inter-Bragg maxima\n'
+    '\t-tophat_spots    \tclip lattice transform at fwhm: no inter-Bragg maxima\n'
+    '\t-oversample      \tnumber of sub-pixels per pixel. use this if xtalsize/lambda > distance/pixel\n'
+    '\t-oversample_thick \tre-calculate thickness effect for sub-pixels (not the default)\n'
+    '\t-oversample_polar \tre-calculate polarization effect for sub-pixels (not the default)\n'
+    '\t-oversample_omega \tre-calculate solid-angle effect for sub-pixels (not the default)\n'
+    '\t-lambda          \tincident x-ray wavelength in Angstrom. may also use -energy in eV\n'
+    '\t-mosaic          \tisotropic mosaic spread in degrees (use 90 for powder)\n'
+    '\t-mosaic_domains  \tnumber of randomly-oriented mosaic domains to render\n'
+    '\t-dispersion      \tspectral dispersion: delta-lambda/lambda in percent\n'
+    '\t-dispsteps       \tnumber of wavelengths in above range\n'
+    '\t-hdivrange       \thorizontal angular spread of source points in mrad\n'
+    '\t-vdivrange       \tvertical angular spread of source points in mrad\n'
+    '\t-hdivstep        \tnumber of source points in the horizontal\n'
+    '\t-vdivstep        \tnumber of source points in the vertical\n'
+    '\t-square_div      \tfull divergence grid (default: round off corners)\n'
+    '\t-phi             \tstarting rotation value about spindle axis in degrees\n'
+    '\t-osc             \trotation range about spindle axis in degrees\n'
+    '\t-phisteps        \tnumber of rotation steps to render\n'
+    '\t-water           \tadd contribution of x microns of water surrounding crystal\n'
+    '\t-floatfile       \tname of binary output file (4-byte floats)\n'
+    '\t-intfile         \tname of noiseless smv-formatted output file (not on absolute scale by default)\n'
+    '\t-scale           \tscale factor to apply to intfile (default: autoscale)\n'
+    '\t-adc             \toffset to apply to output img file pixels (default: 40)\n'
+    '\t-polar           \tspecify Kahn polarization factor (default: 1)\n'
+    '\t-noisefile       \tname of photon-scale smv-formatted output file (with Poisson noise)\n'
+    '\t-pgmfile         \tname of 8-bit portable greymap format output file\n'
+    '\t-pgmscale        \trelative scale of pgm file (default: auto)\n'
+    '\t-nopgm           \tdo not write pgm file\n'
+    '\t-roi             \tonly render part of the image: xmin xmax ymin ymax\n'
+    '\t-printout        \tprint pixel values out to the screen\n'
+    '\t-seed            \tspecify random-number seed for noisefile (default, initialize with time)\n'
+    '\t-mosaic_seed     \tspecify random-number seed for mosaic domain generation (default: 1234567)\n'
+    '\t-misset_seed     \tspecify random-number seed for crystal orentaiton when -misset random (default, same as -seed)\n'
+    '\t-fluence         \tincident beam intensity for photon-counting statistics (photons/m^2)\n'
+    '\t-flux            \talternative to -fluence, specify flux, along with -beamsize and -exposure (photons/s)\n'
+    '\t-beamsize        \talternative to -fluence, specify beam size, along with -flux and -exposure (default: 0.1 mm)\n'
+    '\t-exposure        \talternative to -fluence, specify flux, along with -flux and -beamsize (default: 1 s)\n'
+    '\t-nonoise         \tdisable generating the noisefile\n'
+    '\t-noprogress      \tturn off the progress meter\n'
+    '\t-nopolar         \tturn off the polarization correction\n'
+    '\t-nointerpolate   \tdisable inter-Bragg peak structure factor interpolation\n'
+    '\t-interpolate     \tforce inter-Bragg peak structure factor interpolation (default: on if < 3 cells wide)\n'
+    '\t-point_pixel     \tturn off the pixel solid angle correction\n'
+    '\t-curved_det      \tall pixels same distance from crystal\n'
+    '\t-fdet_vector     \tunit vector of increasing fast-axis detector pixel coordinate (default: 0 0 1)\n'
+    '\t-sdet_vector     \tunit vector of increasing slow-axis detector pixel coordinate (default: 0 -1 0)\n'
+    '\t-odet_vector     \tunit vector of increasing detector distance (default: 1 0 0)\n'
+    '\t-beam_vector     \tunit vector of x-ray beam direction (default: 1 0 0)\n'
+    '\t-polar_vector    \tunit vector of x-ray E-vector polarization (default: 0 0 1)\n'
+    '\t-spindle_axis    \tunit vector of right-handed phi rotation axis (default: 0 0 1)\n'
+    '\t-pix0_vector     \tvector from crystal to first pixel in image (default: beam centered on detector)\n'
+)
+
+
+def usage_text(dump_exists: bool) -> str:
+    """The reference's output for a bare ``nanoBragg``: banner, the missing-input
+    error when there is no structure-factor cache (no newline: it runs into
+    the usage line, as in the reference) and the usage text."""
+    missing = "" if dump_exists else "ERROR: no hkl file and no dump file to read."
+    return BANNER + "\n" + missing + "".join(REFERENCE_USAGE)
+
+
+USAGE_EXIT = 9      # the reference's exit status after the usage text
