@@ -330,7 +330,8 @@ def write_nexus(path: PathLike, counts, geometry: Mapping[str, Any], *, float_im
     _atomic_h5(path, build)
 
 
-def write_data_file(path: PathLike, counts, *, float_image=None, compression: Optional[str] = None) -> None:
+def write_data_file(path: PathLike, counts, *, float_image=None, compression: Optional[str] = None,
+                    attrs: Optional[Mapping[str, Any]] = None) -> None:
     """A data file of a multi-frame dataset: ``/entry/data/data`` (n, slow, fast)
     and optionally ``/entry/data/float_image``; the master's virtual datasets
     point here.  Written atomically (complete or absent)."""
@@ -346,6 +347,8 @@ def write_data_file(path: PathLike, counts, *, float_image=None, compression: Op
         _image_dataset(grp, "data", data, compression)
         if fl is not None:
             _image_dataset(grp, "float_image", fl, compression)
+        for k, v in (attrs or {}).items():
+            grp.attrs[k] = v
 
     _atomic_h5(path, build)
 
@@ -354,14 +357,18 @@ def write_master(path: PathLike, geometry: Mapping[str, Any], sources: Sequence[
                  phi_deg: Sequence[float], osc_deg: float, stills: bool = False,
                  wavelength_m: Optional[Union[float, Sequence[float]]] = None,
                  dtype="uint16", float_image: bool = False,
-                 extra: Optional[Mapping[str, Any]] = None) -> None:
+                 extra: Optional[Mapping[str, Any]] = None,
+                 per_frame: Optional[Sequence[Mapping[str, Any]]] = None) -> None:
     """The NXmx master of a multi-frame dataset.
 
     sources: (data file path relative to the master, frames in it), in frame
     order; ``/entry/data/data`` (and ``float_image`` when float_image=True) is
     a virtual dataset over their ``/entry/data/data``.  phi_deg: one value per
-    frame (a rotation scan: start + i*osc; stills: the fixed phi).  A data
-    file that is missing reads as zeros.  Written atomically."""
+    frame (a rotation scan: start + i*osc; stills: the fixed phi).
+    per_frame: each frame's geometry, for stills whose detector distance or
+    beam centre vary: the detector translation and module offset then carry
+    one value per frame.  A data file that is missing reads as zeros.
+    Written atomically."""
     h5py = _h5py()
     n = sum(int(k) for _, k in sources)
     if n == 0:
@@ -384,6 +391,8 @@ def write_master(path: PathLike, geometry: Mapping[str, Any], sources: Sequence[
         entry.attrs["default"] = "data"
         _write_metadata(entry, geometry, phi_deg=phi_deg, osc_deg=osc_deg, wavelength_m=wl, nframes=n,
                         stills=stills, saturation=_saturation(dt), extra=extra)
+        if per_frame is not None:
+            _per_frame_detector(entry, geometry, per_frame)
         grp = _nxgroup(entry, "data", "NXdata")
         grp.attrs["signal"] = "data"
         ds = grp.create_virtual_dataset("data", layout("data", dt), fillvalue=0)
@@ -393,6 +402,43 @@ def write_master(path: PathLike, geometry: Mapping[str, Any], sources: Sequence[
                                        fillvalue=0)
 
     _atomic_h5(path, build)
+
+
+def _per_frame_detector(entry, geometry: Mapping[str, Any], per_frame: Sequence[Mapping[str, Any]]) -> None:
+    """Frames whose detector moves along its normal or within its plane (stills
+    drawn with another distance or beam centre): one translation value per frame."""
+    d0 = _detector_frame(geometry)
+    ds = [_detector_frame(g) for g in per_frame]
+    close = np.array([d["close"] for d in ds])
+    off = np.array([d["in_plane"] for d in ds])
+    if np.ptp(close) == 0 and np.ptp(off, axis=0).max() == 0:
+        return
+    same_axes = all(np.allclose(d[k], d0[k], rtol=0, atol=1e-12) for d in ds for k in ("fast", "slow", "normal"))
+    norms = np.linalg.norm(off, axis=1)
+    direction = off[int(np.argmax(norms))] / max(norms.max(), 1e-300)
+    collinear = np.allclose(off, np.outer(norms, direction), rtol=0, atol=1e-12)
+    if not (same_axes and collinear):
+        raise NexusError("the frames' detectors are turned differently: one NXmx master cannot describe them")
+    det = entry["instrument/detector"]
+    tr = det["transformations/translation"]
+    attrs = dict(tr.attrs)
+    del det["transformations/translation"]
+    new = det["transformations"].create_dataset("translation", data=close)
+    new.attrs.update(attrs)
+    mo = det["module/module_offset"]
+    attrs = dict(mo.attrs)
+    if norms.max() > 0:
+        attrs["vector"] = direction
+    del det["module/module_offset"]
+    new = det["module"].create_dataset("module_offset", data=norms)
+    new.attrs.update(attrs)
+    del det["distance"]
+    det.create_dataset("distance", data=np.array([float(g["distance_m"]) for g in per_frame]))
+    det["distance"].attrs["units"] = "m"
+    for name, key in (("beam_center_x", "Fbeam_m"), ("beam_center_y", "Sbeam_m")):
+        del det[name]
+        det.create_dataset(name, data=np.array([float(g[key]) / float(g["pixel_m"]) for g in per_frame]))
+        det[name].attrs["units"] = "pixel"
 
 
 def read_nexus(path: PathLike, index: int = 0, *, image: str = "data") -> Tuple[np.ndarray, Dict[str, Any]]:
@@ -525,7 +571,7 @@ def _header(entry, path: str, frames: int, index: int) -> Dict[str, Any]:
             h["SIZE1"], h["SIZE2"] = int(size[-1]), int(size[-2])
             pixel_m = float(np.atleast_1d(fast[()])[0]) * _scale(fast, _TO_M, path)
             h["PIXEL_SIZE"] = pixel_m * 1e3
-            A = _chain(entry.file, fast.parent[_attr_str(fast, "depends_on")], path, 0)
+            A = _chain(entry.file, fast.parent[_attr_str(fast, "depends_on")], path, index)
             R = A[:3, :3]
             fa = R @ np.asarray(fast.attrs["vector"], dtype=np.float64)
             sa = R @ np.asarray(slow.attrs["vector"], dtype=np.float64)
@@ -543,7 +589,8 @@ def _header(entry, path: str, frames: int, index: int) -> Dict[str, Any]:
                 h["DISTANCE"] = t * 1e3
             h["CLOSE_DISTANCE"] = abs(float(np.dot(origin, normal))) * 1e3
         if "distance" in det:
-            h["DISTANCE"] = float(np.atleast_1d(det["distance"][()])[0]) * _scale(det["distance"], _TO_M, path) * 1e3
+            dv = np.atleast_1d(det["distance"][()]).astype(np.float64)
+            h["DISTANCE"] = float(dv[index] if dv.size > 1 else dv[0]) * _scale(det["distance"], _TO_M, path) * 1e3
     sample = entry.get("sample")
     if sample is not None and "transformations/phi" in sample:
         phi = sample["transformations/phi"]
