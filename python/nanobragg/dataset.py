@@ -309,19 +309,22 @@ def _draw(rng, key: str, d):
     return v
 
 
-def _random_misset_deg(rng) -> Tuple[float, float, float]:
-    """A uniformly random rotation as nanoBragg's -misset angles: the crystal is
-    turned about x, then y, then z (R = Rz Ry Rx)."""
+def _random_rotation(rng) -> "np.ndarray":
+    """A uniformly random rotation matrix (from a uniform unit quaternion)."""
     import numpy as np
     q = rng.normal(size=4)
-    q /= np.linalg.norm(q)             # a uniform unit quaternion is a uniform rotation
-    w, x, y, z = q
-    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-    ry = math.asin(max(-1.0, min(1.0, -R[2, 0])))
-    rx = math.atan2(R[2, 1], R[2, 2])
-    rz = math.atan2(R[1, 0], R[0, 0])
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def misset_from_matrix(R) -> Tuple[float, float, float]:
+    """nanoBragg's -misset angles (degrees) of a rotation matrix: the reference
+    turns the crystal about x, then y, then z, so R = Rz Ry Rx."""
+    ry = math.asin(max(-1.0, min(1.0, -float(R[2][0]))))
+    rx = math.atan2(float(R[2][1]), float(R[2][2]))
+    rz = math.atan2(float(R[1][0]), float(R[0][0]))
     return (math.degrees(rx), math.degrees(ry), math.degrees(rz))
 
 
@@ -343,7 +346,7 @@ def _drawn(spec: Spec, i: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     kw["mosaic_seed"] = _seed31(spec, i, "mosaic_seed")
     rec["mosaic_seed"] = kw["mosaic_seed"]
     if spec.random_orientation:
-        m = _random_misset_deg(np.random.default_rng(_seq(spec, i, "misset")))
+        m = misset_from_matrix(_random_rotation(np.random.default_rng(_seq(spec, i, "misset"))))
         kw["misset"] = m
         rec["misset_x_deg"], rec["misset_y_deg"], rec["misset_z_deg"] = m
     for key, d in spec.vary:

@@ -377,14 +377,25 @@ def write_master(path: PathLike, geometry: Mapping[str, Any], sources: Sequence[
     dt = np.dtype(dtype)
     wl = float(geometry["lambda0_m"]) if wavelength_m is None else wavelength_m
 
-    def layout(name, dt):
-        lay = h5py.VirtualLayout(shape=(n,) + shape, dtype=dt)
+    def virtual(group, name: str, dt: np.dtype):
+        # h5py's VirtualLayout stamps the dataset with the time of day; the
+        # same description must give the same master bytes, so the property
+        # list is made here with times off
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_obj_track_times(False)
+        dcpl.set_fill_value(np.zeros(1, dtype=dt))
+        vspace = h5py.h5s.create_simple((n,) + shape)
         i = 0
         for rel, k in sources:
             k = int(k)
-            lay[i:i + k] = h5py.VirtualSource(rel, f"/entry/data/{name}", shape=(k,) + shape, dtype=dt)
+            vspace.select_hyperslab((i, 0, 0), (k,) + shape)
+            src = h5py.h5s.create_simple((k,) + shape)
+            dcpl.set_virtual(vspace, rel.encode(), f"/entry/data/{name}".encode(), src)
             i += k
-        return lay
+        vspace.select_all()
+        tid = h5py.h5t.py_create(dt, logical=1)
+        dsid = h5py.h5d.create(group.id, name.encode(), tid, vspace, dcpl=dcpl)
+        return h5py.Dataset(dsid)
 
     def build(f):
         entry = _nxgroup(f, "entry", "NXentry")
@@ -395,11 +406,10 @@ def write_master(path: PathLike, geometry: Mapping[str, Any], sources: Sequence[
             _per_frame_detector(entry, geometry, per_frame)
         grp = _nxgroup(entry, "data", "NXdata")
         grp.attrs["signal"] = "data"
-        ds = grp.create_virtual_dataset("data", layout("data", dt), fillvalue=0)
+        ds = virtual(grp, "data", dt)
         entry["instrument/detector/data"] = ds
         if float_image:
-            grp.create_virtual_dataset("float_image", layout("float_image", np.dtype(np.float32)),
-                                       fillvalue=0)
+            virtual(grp, "float_image", np.dtype(np.float32))
 
     _atomic_h5(path, build)
 
