@@ -10,7 +10,7 @@ The ``nanoBragg`` command (``python -m nanobragg``) takes the reference's flags.
 """
 from .params import args_to_params, UsageError
 
-__all__ = ["simulate", "Result", "args_to_params", "UsageError", "__version__"]
+__all__ = ["simulate", "Result", "args_to_params", "UsageError", "structure_factors", "read_image", "__version__"]
 
 
 def __getattr__(name):
@@ -20,6 +20,12 @@ def __getattr__(name):
     if name in ("simulate", "Result"):
         from . import api
         return getattr(api, name)
+    if name == "structure_factors":   # formats (issue 13)
+        from .structure import structure_factors
+        return structure_factors
+    if name == "read_image":
+        from .images import read_image
+        return read_image
     if name == "__version__":
         global __version__
         __version__ = _version()

@@ -63,9 +63,18 @@ class Run:
         for opt, _name, value in items:
             last[opt.key] = value
 
+        # --- formats (issue 13): an MTZ/mmCIF hkl or a pdb model, read before the setup;
+        # the file's cell stands in for a missing cell (re-pointed into the job layer by the lead)
+        from . import structure as _structure
+        self.sf_input = _structure.run_input(last, self._name)
+        if self.sf_input is not None and last.get("cell") is None and last.get("mat") is None:
+            items = normalize({"cell": tuple(self.sf_input.cell), **dict(params)})
+            last["cell"] = tuple(self.sf_input.cell)
+        # --- end formats ---
+
         # the reference's usage check: structure factors and a crystal are required
         self.dump_path = last.get("dump", DEFAULT_FILES["dump"] if cli else None)
-        if (last.get("hkl") is None and float(last.get("default_F", 0.0)) == 0.0
+        if (last.get("hkl") is None and last.get("pdb") is None and float(last.get("default_F", 0.0)) == 0.0
                 and not (self.dump_path is not None and os.path.isfile(self.dump_path))):
             raise UsageError(self._usage_hkl())
         if last.get("cell") is None and last.get("mat") is None:
@@ -244,6 +253,13 @@ class Run:
                 raise ValueError(f"-stol {value}: no data in the file")
 
     def _load_hkl(self, core, last, default_F):
+        if self.sf_input is not None:   # --- formats (issue 13): MTZ / mmCIF / model -> P1 rows ---
+            sf = _structure_rows(self.sf_input, self.setup.geometry, self.fields.get("dmin_A"), self.extras)
+            self.notes["hkl"] += sf.messages
+            self.hkl = core.Hkl.from_rows(np.ascontiguousarray(sf.rows), default_F)
+            self.hkl_count = int(self.hkl.count)
+            self.hkl_from_text = last.get("hkl") is not None     # the CLI caches -hkl files in -dump
+            return                      # --- end formats ---
         value = last.get("hkl")
         name = self._name("hkl")
         if value is None:
@@ -354,6 +370,11 @@ class Run:
             self.dump_message = f"WARNING: unable to open dump file: {path}"
 
 
+def _structure_rows(inp, geometry, dmin_A, extras):
+    from .structure import run_rows   # formats (issue 13)
+    return run_rows(inp, geometry, dmin_A, extras)
+
+
 def _grid_count(hkl) -> int:
     c = int(hkl.count)
     if c:
@@ -460,16 +481,21 @@ class Result:
     def float_bytes(self) -> bytes:
         return np.ascontiguousarray(self.float_image, dtype=np.float32).tobytes()
 
-    def _smv_file(self, img: np.ndarray) -> bytes:
+    def _smv_file(self, img: np.ndarray, adc_header: bool = False) -> bytes:
         # pixels in the machine's byte order, which the engine's header states
-        return self._setup.smv_header() + np.ascontiguousarray(img, dtype=np.uint16).tobytes()
+        data = self._setup.smv_header() + np.ascontiguousarray(img, dtype=np.uint16).tobytes()
+        if adc_header:   # formats (issue 13): the pedestal key DIALS reads
+            from .images import smv_with_adc_offset
+            data = smv_with_adc_offset(data, float(self._setup.geometry["adc_offset"]))
+        return data
 
     def _pgm_file(self, img: np.ndarray, scale: float) -> bytes:
         return self._setup.pgm_header(scale) + np.ascontiguousarray(img, dtype=np.uint8).tobytes()
 
-    def smv_bytes(self, noise: bool = False, seed: Optional[int] = None) -> bytes:
-        """The SMV file content (header + pixels) of the int image, or of the noise image."""
-        return self._smv_file(self.noise(seed).image if noise else self.int_image())
+    def smv_bytes(self, noise: bool = False, seed: Optional[int] = None, adc_header: bool = False) -> bytes:
+        """The SMV file content (header + pixels) of the int image, or of the noise image.
+        adc_header=True adds ADC_OFFSET=<adc> to the header (the pedestal key DIALS reads)."""
+        return self._smv_file(self.noise(seed).image if noise else self.int_image(), adc_header)
 
     def pgm_bytes(self) -> bytes:
         """The PGM file content."""
@@ -479,9 +505,40 @@ class Result:
         """Raw 4-byte floats, fast index fastest (the -floatfile)."""
         _io.atomic_write(path, [self.float_bytes()])
 
-    def write_smv(self, path, noise: bool = False, seed: Optional[int] = None) -> None:
-        """SMV image: the int image, or with noise=True the noise image (-intfile / -noisefile)."""
-        _io.atomic_write(path, [self.smv_bytes(noise, seed)])
+    def write_smv(self, path, noise: bool = False, seed: Optional[int] = None, adc_header: bool = False) -> None:
+        """SMV image: the int image, or with noise=True the noise image (-intfile / -noisefile);
+        adc_header=True adds the ADC_OFFSET key (-adc_header)."""
+        _io.atomic_write(path, [self.smv_bytes(noise, seed, adc_header)])
+
+    # --- formats (issue 13): CBF and PNG ---------------------------------------
+
+    def cbf_counts(self, noise: bool = True, seed: Optional[int] = None) -> Tuple[np.ndarray, int]:
+        """The CBF's counts: the noise image (noise=False: the int image) less
+        the -adc offset, as int32, and the count cutoff (65535 less the offset)."""
+        img = self.noise(seed).image if noise else self.int_image()
+        adc = int(round(float(self._setup.geometry["adc_offset"])))
+        counts = np.clip(img.astype(np.int32) - adc, 0, None).astype(np.int32)
+        return counts, 65535 - max(adc, 0)
+
+    def cbf_bytes(self, noise: bool = True, seed: Optional[int] = None, name: str = "image") -> bytes:
+        """The miniCBF file content (see :meth:`write_cbf`)."""
+        from . import images
+        counts, cutoff = self.cbf_counts(noise, seed)
+        return images.cbf_bytes(counts, images.pilatus_header(self._setup.geometry, cutoff), name)
+
+    def write_cbf(self, path, noise: bool = True, seed: Optional[int] = None) -> None:
+        """miniCBF (byte offset, Pilatus-style header from the geometry) of the
+        noise image, or with noise=False of the int image, less the -adc offset (-cbffile)."""
+        _io.atomic_write(path, [self.cbf_bytes(noise, seed, os.fspath(path))])
+
+    def png_bytes(self, image: Optional[np.ndarray] = None) -> bytes:
+        """8-bit PNG preview of the float image (or of ``image``)."""
+        from .images import png_bytes
+        return png_bytes(self.float_image if image is None else image)
+
+    def write_png(self, path, image: Optional[np.ndarray] = None) -> None:
+        """8-bit PNG preview (-pngfile): spots dark on white, log contrast."""
+        _io.atomic_write(path, [self.png_bytes(image)])
 
     def write_pgm(self, path) -> None:
         """8-bit binary PGM (-pgmfile)."""

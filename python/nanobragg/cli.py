@@ -126,7 +126,7 @@ def _terminate_cleanly():
 
 
 _OUTPUT_FLAGS = (("floatfile", "-floatfile"), ("intfile", "-intfile"), ("pgmfile", "-pgmfile"),
-                 ("noisefile", "-noisefile"))
+                 ("noisefile", "-noisefile"), ("cbffile", "-cbffile"), ("pngfile", "-pngfile"))
 
 
 def _outputs(params) -> Dict[str, str]:
@@ -139,7 +139,9 @@ def _outputs(params) -> Dict[str, str]:
             continue
         if key == "noisefile" and not x.get("noise", True):
             continue
-        out[flag] = x.get(key, DEFAULT_FILES[key])
+        if key not in DEFAULT_FILES and key not in x:   # formats (issue 13): written only when asked for
+            continue
+        out[flag] = x[key] if key in x else DEFAULT_FILES[key]
     if "hkl" in params:
         out["-dump"] = params.get("dump", DEFAULT_FILES["dump"])
     seen: Dict[str, str] = {}
@@ -151,12 +153,24 @@ def _outputs(params) -> Dict[str, str]:
     return out
 
 
+def _formats_used(params) -> bool:
+    """formats (issue 13): inputs or outputs the native runner does not handle."""
+    if any(params.get(k) is not None for k in ("cbffile", "pngfile", "hkl_column", "k_sol", "b_sol")):
+        return True
+    if params.get("adc_header"):
+        return True
+    from .structure import needs_python
+    return needs_python(params)
+
+
 def _run(argv: List[str]) -> int:
     params = args_to_params(argv)
     # every output is checked before any input is read or anything rendered
     outputs = _outputs(params)
     _io.check_writable([p for flag, p in outputs.items() if flag != "-dump"])
     runner = _native.runner_path()
+    if runner is not None and _formats_used(params):   # formats (issue 13): Python reads/writes these
+        runner = None
     if runner is not None:
         code = _native.run(params, runner)
         if code is not None:
@@ -202,7 +216,7 @@ def _run(argv: List[str]) -> int:
         int_img, int_scale = result._int()
         _say("intfile_scale = %g" % int_scale)
         _say("writing %s as %d-byte integers" % (files["intfile"], 2))
-        out.stage(files["intfile"], [result._smv_file(int_img)])
+        out.stage(files["intfile"], [result._smv_file(int_img, x.get("adc_header", False))])
         del int_img
 
         if write_pgm:
@@ -216,8 +230,17 @@ def _run(argv: List[str]) -> int:
             noise = result.noise()
             _say("%.0f photons on noise image (%d overloads)" % (noise.photons, noise.overloads))
             _say("writing %s as %d-byte integers" % (files["noisefile"], 2))
-            out.stage(files["noisefile"], [result._smv_file(noise.image)])
+            out.stage(files["noisefile"], [result._smv_file(noise.image, x.get("adc_header", False))])
             del noise
+
+        # --- formats (issue 13): CBF and PNG (re-pointed into the job layer by the lead) ---
+        if x.get("cbffile") is not None:
+            _say("writing %s as a miniCBF of the %s image" % (x["cbffile"], "noise" if write_noise else "int"))
+            out.stage(x["cbffile"], [result.cbf_bytes(noise=write_noise, name=x["cbffile"])])
+        if x.get("pngfile") is not None:
+            _say("writing %s as an 8-bit PNG preview" % x["pngfile"])
+            out.stage(x["pngfile"], [result.png_bytes()])
+        # --- end formats ---
         out.commit()
     _flush()
     return 0

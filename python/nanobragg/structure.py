@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     import numpy as np
 
 __all__ = ["structure_factors", "read_structure_factors", "StructureFactors", "sniff", "needs_python",
-           "corner_resolution_A", "ModelInput", "read_model", "DEFAULT_B_SOL", "MAX_FILE_BYTES"]
+           "corner_resolution_A", "ModelInput", "read_model", "run_input", "run_rows", "DEFAULT_B_SOL",
+           "MAX_FILE_BYTES"]
 
 DEFAULT_B_SOL = 46.0              # A^2: a typical refined flat-bulk-solvent B (phenix, refmac)
 MAX_FILE_BYTES = 4 << 30          # a reflection or model file larger than this is refused
@@ -494,3 +495,66 @@ def structure_factors(path: "os.PathLike[str] | str", *, column: "Optional[str]"
     * a text file of h k l F (as -hkl).
     """
     return read_structure_factors(path, column=column, dmin_A=dmin_A, k_sol=k_sol, b_sol=b_sol).rows
+
+
+# ---------------------------------------------------------------------------
+# the run's hook (api.Run): one call before the setup, one after it
+# ---------------------------------------------------------------------------
+
+def run_input(last: "Mapping[str, Any]", name: "Callable[[str], str]") -> "Optional[Any]":
+    """What Run needs to read before the detector is set up, from the run's
+    keyword values (``last``: keyword -> value): a :class:`StructureFactors`
+    for an MTZ/mmCIF ``hkl`` file, a :class:`ModelInput` for ``pdb``, or None
+    (text ``hkl``, arrays, no file).  ``name(key)`` spells a keyword in
+    messages (-flag or keyword).  Its ``cell`` stands in for a missing cell."""
+    pdb, hkl = last.get("pdb"), last.get("hkl")
+    if pdb is not None and hkl is not None:
+        raise ValueError(f"{name('pdb')} and {name('hkl')}: give one source of structure factors, not both")
+    for key in ("k_sol", "b_sol"):
+        if last.get(key) is not None and pdb is None:
+            raise ValueError(f"{name(key)}: the bulk solvent applies to structure factors from {name('pdb')}")
+    if pdb is not None:
+        if last.get("hkl_column") is not None:
+            raise ValueError(f"{name('hkl_column')}: names a column of an MTZ or mmCIF {name('hkl')} file, "
+                             f"not of {name('pdb')}")
+        return read_model(os.fspath(pdb), name("pdb"))
+    column = last.get("hkl_column")
+    if isinstance(hkl, (str, os.PathLike)):
+        path = os.fspath(hkl)
+        try:
+            kind = sniff(_head(path))
+        except OSError as e:
+            raise type(e)(e.errno, f"cannot read {name('hkl')} file '{path}': {e.strerror or e}") from None
+        if kind == "text":
+            if column is not None:
+                raise ValueError(f"{name('hkl_column')}: {name('hkl')} {path} is a text h k l F file, "
+                                 "which has no named columns")
+            return None
+        if kind in ("pdb", "model-cif"):
+            raise ValueError(f"{name('hkl')} {path}: an atomic model, not structure factors: "
+                             f"give it to {name('pdb')}")
+        return read_structure_factors(path, column=column, name=name("hkl"))
+    if column is not None:
+        raise ValueError(f"{name('hkl_column')}: needs an MTZ or mmCIF {name('hkl')} file")
+    return None
+
+
+def run_rows(inp: "Any", geometry: "Mapping[str, Any]", dmin_A: "Optional[float]",
+             extras: "Mapping[str, Any]") -> StructureFactors:
+    """The structure factors of :func:`run_input`'s result once the detector
+    is known: a model's F are computed to ``dmin_A`` when it is set (> 0),
+    else to the detector corner's resolution, widened by two reciprocal-lattice
+    steps (spot shapes and interpolation reach the neighbouring h k l)."""
+    if isinstance(inp, StructureFactors):
+        return inp
+    if dmin_A is not None and dmin_A > 0:
+        limit, why = float(dmin_A), f"-dmin {float(dmin_A):g} A"
+    else:
+        limit = corner_resolution_A(geometry)
+        why = f"detector corner {limit:.4g} A"
+    d = 1.0 / (1.0 / limit + 2.0 * inp.reciprocal_step_inv_A())
+    k_sol = float(extras.get("k_sol") or 0.0)
+    b_sol = float(extras.get("b_sol", DEFAULT_B_SOL) if extras.get("b_sol") is not None else DEFAULT_B_SOL)
+    sf = inp.structure_factors(d, k_sol, b_sol)
+    sf.messages.insert(0, f"resolution limit {d:.4g} A ({why})")
+    return sf
