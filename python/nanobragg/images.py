@@ -221,8 +221,8 @@ def write_png(path: "Union[str, os.PathLike[str]]", image: "np.ndarray") -> None
 # ---------------------------------------------------------------------------
 
 def smv_with_adc_offset(smv: bytes, adc_offset: float) -> bytes:
-    """The SMV file ``smv`` (header + pixels) with ``ADC_OFFSET=<adc>;`` added
-    to its header, in the header's padding when it fits, else in a header
+    """The SMV file ``smv`` (header + pixels) with ``ADC_OFFSET=<adc>;`` (rounded
+    to an integer) added to its header, in the header's padding when it fits, else in a header
     grown by 512 bytes (HEADER_BYTES updated)."""
     start = b"{\nHEADER_BYTES="
     if not smv.startswith(start):
@@ -232,7 +232,8 @@ def smv_with_adc_offset(smv: bytes, adc_offset: float) -> bytes:
     header, pixels = smv[:header_bytes], smv[header_bytes:]
     close = header.rindex(b"}")
     text = header[:close]
-    key = b"ADC_OFFSET=%s;\n" % (b"%g" % adc_offset)
+    # an integer: DIALS reads the key with int()
+    key = b"ADC_OFFSET=%d;\n" % int(round(adc_offset))
     tail = header[close:].rstrip(b" \0")        # "}\f"
     body = text + key + tail
     size = header_bytes
