@@ -17,11 +17,13 @@ import zlib
 import numpy as np
 import pytest
 
-gemmi = pytest.importorskip("gemmi", reason="the formats extra (gemmi) is part of .[test]")
-fabio = pytest.importorskip("fabio", reason="the formats extra (fabio) is part of .[test]")
+# gemmi and fabio are in the test extra: a missing one fails the suite rather than skipping it
+import fabio
+import fabio.cbfimage
+import gemmi
 
-from nanobragg import simulate, structure_factors, read_image  # noqa: E402
-from nanobragg import images, structure  # noqa: E402
+from nanobragg import simulate, structure_factors, read_image
+from nanobragg import images, structure
 
 CELL = (31.0, 42.0, 53.0, 90.0, 101.0, 90.0)
 DMIN = 6.0
@@ -268,6 +270,15 @@ def test_bad_files_are_one_line_errors(files, tmp_path):
     nocell.write_text("ATOM      1  CA  ALA A   1       1.000   2.000   3.000  1.00 20.00           C\nEND\n")
     r = _command(["-pdb", nocell, "-N", 2, "-detpixels", 16, "-nonoise", "-nopgm"], tmp_path)
     assert r.returncode == 1 and "no unit cell" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_pdb_that_is_not_a_model(files, tmp_path):
+    p = tmp_path / "numbers.pdb"
+    p.write_text("1 2 3 4.5\n")
+    with pytest.raises(ValueError, match="no atoms"):
+        simulate(pdb=str(p), N=2, detpixels=16)
+    with pytest.raises(ValueError, match="a reflection file, not a model: give it to -hkl|give it to hkl"):
+        simulate(pdb=str(files["dir"] / "p21.mtz"), N=2, detpixels=16)
 
 
 # ------------------------------------------------------------------ models --

@@ -91,6 +91,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, TypeError) as e:
         _error(e)
         return 1
+    except ImportError as e:   # formats (issue 13): an optional library (gemmi, fabio) is missing
+        _error(e)
+        return 1
     except KeyboardInterrupt:
         _error("interrupted")
         return 130

@@ -60,12 +60,19 @@ def sniff(data: bytes) -> str:
         # a long header may push the loops past the first bytes: decide on the category names later
         return "cif"
     for line in head.splitlines():
-        rec = line[:6].upper()
-        if rec in ("CRYST1", "ATOM  ", "HETATM", "HEADER", "REMARK", "SCALE1", "MODEL ", "COMPND", "TITLE "):
+        if line[:6].upper().ljust(6) in _PDB_RECORDS:
             return "pdb"
         if line.strip():
             break
     return "text"
+
+
+# PDB records that open a coordinate file (a text h k l F line starts with a number)
+_PDB_RECORDS = {r.ljust(6) for r in (
+    "HEADER", "OBSLTE", "TITLE", "SPLIT", "CAVEAT", "COMPND", "SOURCE", "KEYWDS", "EXPDTA", "NUMMDL", "MDLTYP",
+    "AUTHOR", "REVDAT", "SPRSDE", "JRNL", "REMARK", "DBREF", "DBREF1", "SEQADV", "SEQRES", "MODRES", "HET",
+    "HETNAM", "HETSYN", "FORMUL", "HELIX", "SHEET", "SSBOND", "LINK", "CISPEP", "SITE", "CRYST1", "ORIGX1",
+    "SCALE1", "MTRIX1", "MODEL", "ATOM", "ANISOU", "HETATM", "TER")}
 
 
 def _head(path: str) -> bytes:
@@ -329,17 +336,16 @@ def read_model(path: str, name: str = "-pdb") -> ModelInput:
         if kind in ("model-cif", "cif"):
             doc = gemmi.cif.read(path)
             st = gemmi.make_structure_from_block(doc.sole_block())
-        elif kind == "pdb":
-            st = gemmi.read_pdb(path)
         elif kind in ("mtz", "sf-cif"):
-            raise ValueError(f"{where}: a reflection file, not a model: give it to -hkl")
-        else:
-            raise ValueError(f"{where}: not a PDB or mmCIF coordinate file")
+            raise ValueError(f"{where}: a reflection file, not a model: give it to "
+                             f"{'-hkl' if name.startswith('-') else 'hkl'}")
+        else:   # PDB, or a file that may be one: the atoms decide
+            st = gemmi.read_pdb(path)
     except (RuntimeError, ValueError) as e:
         msg = str(e)
         raise ValueError(msg if msg.startswith(where) else f"{where}: {msg}") from None
     if len(st) == 0 or not any(True for _ in st[0].all()):
-        raise ValueError(f"{where}: no atoms in the model")
+        raise ValueError(f"{where}: no atoms (not a PDB or mmCIF coordinate file?)")
     c = st.cell
     if c.a <= 1.0 or c.b <= 1.0 or c.c <= 1.0 or not c.is_crystal():
         raise ValueError(f"{where}: the model has no unit cell (a CRYST1 record or _cell); "
