@@ -685,6 +685,7 @@ PYBIND11_MODULE(_core, m) {
             for (size_t i = 0; i < b.shape.size(); i++) t[i] = b.shape[i];
             return t;
         })
+        .def("__len__", [](const Buffer &b) { return b.shape.empty() ? (py::ssize_t)0 : b.shape[0]; })
         .def_property_readonly("format", [](const Buffer &b) { return b.format; })
         .def_property_readonly("nbytes", [](const Buffer &b) { return b.bytes.size(); });
 

@@ -168,3 +168,29 @@ def test_mosflm_frame_matches_the_reference_dials_origin(tmp_path):
         origin = nxmx.get_cumulative_transformation(
             nxmx.get_dependency_chain(mod.fast_pixel_direction.depends_on))[0, :3, 3]
     np.testing.assert_allclose(np.diag([-1, 1, -1]) @ origin, r.header["DIALS_ORIGIN"], atol=1e-4)
+
+
+def test_command_and_result_write_the_same_nexus_image(tmp_path):
+    """-nexus FILE (with -nexus_float) through the command and
+    Result.write_nexus() hold the run's noise image, its float image and
+    geometry that nxmx reads back; read_image() gives the counts."""
+    import subprocess
+    import sys
+    args = ["-cell", "70", "80", "90", "90", "95", "90", "-default_F", "100", "-N", "3", "-lambda", "1.3",
+            "-distance", "120", "-detpixels_f", "24", "-detpixels_s", "20", "-pixel", "0.11", "-oversample", "1",
+            "-seed", "3", "-nexus", "cmd.h5", "-nexus_float", "-nexus_compression", "gzip"]
+    p = subprocess.run([sys.executable, "-m", "nanobragg"] + args, cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "writing cmd.h5 as NXmx HDF5 of the noise image" in p.stdout
+    noise = np.fromfile(tmp_path / "noiseimage.img", dtype=np.uint16, offset=512).reshape(20, 24)
+    counts, header = nanobragg.read_image(tmp_path / "cmd.h5")
+    assert np.array_equal(counts, noise)
+    floats = np.fromfile(tmp_path / "floatimage.bin", dtype=np.float32).reshape(20, 24)
+    with h5py.File(tmp_path / "cmd.h5") as f:
+        assert np.array_equal(f["/entry/data/float_image"][0], floats)
+        beam = nxmx.NXmx(f).entries[0].instruments[0].beams[0]
+        assert math.isclose(float(beam.incident_wavelength.to("angstrom").magnitude), 1.3, rel_tol=1e-9)
+    r = nanobragg.simulate(cell=(70, 80, 90, 90, 95, 90), default_F=100, N=3, wavelength=1.3, distance=120,
+                           detpixels_f=24, detpixels_s=20, pixel=0.11, oversample=1, seed=3)
+    r.write_nexus(tmp_path / "api.h5")
+    assert np.array_equal(nanobragg.read_image(tmp_path / "api.h5")[0], noise)

@@ -11,7 +11,7 @@ The ``nanoBragg`` command (``python -m nanobragg``) takes the reference's flags.
 from ._version import __version__
 from .params import args_to_params, UsageError
 
-__all__ = ["simulate", "Result", "args_to_params", "UsageError", "__version__"]
+__all__ = ["simulate", "Result", "args_to_params", "UsageError", "structure_factors", "read_image", "__version__"]
 
 
 def __getattr__(name: str):
@@ -20,4 +20,10 @@ def __getattr__(name: str):
     if name in ("simulate", "Result"):
         from . import api
         return getattr(api, name)
+    if name == "structure_factors":
+        from .structure import structure_factors
+        return structure_factors
+    if name == "read_image":
+        from .images import read_image
+        return read_image
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -137,7 +137,7 @@ MAX_THREADS = 1024            # threads= above this is refused (the engine caps 
 _CHUNK = 1 << 20
 
 
-def _size_text(n: int) -> str:
+def size_text(n: int) -> str:
     for unit, size in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size and n % size == 0:
             return f"{n // size} {unit}"
@@ -161,12 +161,12 @@ def read_input(path: str, label: str, key: str, text: bool = False) -> bytearray
         st = os.fstat(f.fileno())
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, f"cannot read {label} file '{path}': it is a directory")
-        too_big = f"{label} {path}: the file is larger than the {_size_text(limit)} limit for {label}"
+        too_big = f"{label} {path}: the file is larger than the {size_text(limit)} limit for {label}"
         try:
             if stat.S_ISREG(st.st_mode):
                 if st.st_size > limit:
                     raise ValueError(f"{label} {path}: the file is {st.st_size} bytes, more than the "
-                                     f"{_size_text(limit)} limit for {label}")
+                                     f"{size_text(limit)} limit for {label}")
                 buf = bytearray(st.st_size)
                 view = memoryview(buf)
                 n = 0
@@ -229,10 +229,12 @@ def _atomic_target(path: str) -> str:
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
-def _write_temp(path: str, chunks: Iterable) -> str:
-    """Write chunks to a new temporary file next to path; returns its name.
-    The new file keeps an existing file's mode (and owner, where allowed).
-    On any failure (or interruption) the temporary file is removed."""
+def _write_temp(path: str, chunks: Iterable = (), write: Optional[Callable[[str], None]] = None) -> str:
+    """Write chunks (or call write(temporary path), for writers that open
+    files themselves, such as HDF5) to a new temporary file next to path;
+    returns its name.  The new file keeps an existing file's mode (and
+    owner, where allowed).  On any failure (or interruption) the temporary
+    file is removed."""
     tmp = _temp_name(path)
     try:
         old = os.stat(path)
@@ -252,6 +254,8 @@ def _write_temp(path: str, chunks: Iterable) -> str:
                     except OSError:
                         pass          # not permitted: the file becomes ours, as a rewrite would
             _write_chunks(f, chunks)
+        if write is not None:
+            write(tmp)
     except BaseException as e:
         _unlink_quietly(tmp)
         if isinstance(e, OSError):
@@ -275,12 +279,16 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def atomic_write(path: Union[str, os.PathLike], chunks: Iterable) -> None:
+def atomic_write(path: Union[str, os.PathLike], chunks: Iterable = (),
+                 write: Optional[Callable[[str], None]] = None) -> None:
     """Write a file so that readers see either the old file or the whole new
     one (a temporary file in the same folder, then os.replace()); a device
-    or FIFO is written through."""
+    or FIFO is written through.  write(temporary path): see OutputSet.stage_with."""
     with OutputSet() as out:
-        out.stage(path, chunks)
+        if write is None:
+            out.stage(path, chunks)
+        else:
+            out.stage_with(path, write)
         out.commit()
 
 
@@ -308,6 +316,16 @@ class OutputSet:
             return
         target = _atomic_target(path)
         self._staged.append((_write_temp(target, chunks), target))
+
+    def stage_with(self, path: Union[str, os.PathLike], write: Callable[[str], None]) -> None:
+        """stage() for a writer that opens the file itself (HDF5): write(name)
+        fills the temporary file called name."""
+        path = os.fspath(path)
+        if not is_regular_target(path):
+            write(path)
+            return
+        target = _atomic_target(path)
+        self._staged.append((_write_temp(target, write=write), target))
 
     def commit(self) -> None:
         try:

@@ -32,9 +32,12 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only: the command does not l
     from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 # inputs named by flags: they are read, so no output may name the same file
-_INPUT_KEYS = ("hkl", "mat", "sourcefile", "mask", "img", "stol")
+_INPUT_KEYS = ("hkl", "mat", "sourcefile", "mask", "img", "stol", "pdb")
+# the command's outputs: the reference's four (written by default) and the
+# formats written only when asked for
 _OUTPUT_FLAGS = (("floatfile", "-floatfile"), ("intfile", "-intfile"), ("pgmfile", "-pgmfile"),
-                 ("noisefile", "-noisefile"))
+                 ("noisefile", "-noisefile"), ("cbffile", "-cbffile"), ("pngfile", "-pngfile"),
+                 ("nexus", "-nexus"))
 
 
 def _core():
@@ -82,9 +85,17 @@ class Job:
             last[opt.key] = value
         self.last = last
 
+        # an MTZ/mmCIF -hkl or a -pdb model (structure.py, gemmi) is read
+        # before the setup: the file's cell stands in for a missing -cell
+        from . import structure
+        self.sf_input = structure.run_input(last, self._name)
+        if self.sf_input is not None and last.get("cell") is None and last.get("mat") is None:
+            items = normalize({"cell": tuple(self.sf_input.cell), **dict(params)})
+            last["cell"] = tuple(self.sf_input.cell)
+
         # the reference's usage check: structure factors and a crystal are required
         self.dump_path: Optional[str] = last.get("dump", DEFAULT_FILES["dump"] if cli else None)
-        if (last.get("hkl") is None and float(last.get("default_F", 0.0)) == 0.0
+        if (last.get("hkl") is None and last.get("pdb") is None and float(last.get("default_F", 0.0)) == 0.0
                 and not (self.dump_path is not None and os.path.isfile(self.dump_path))):
             raise UsageError(self._usage_hkl())
         if last.get("cell") is None and last.get("mat") is None:
@@ -269,6 +280,16 @@ class Job:
                 raise ValueError(f"-stol {value}: no data in the file")
 
     def _load_hkl(self, core, last, default_F):
+        if self.sf_input is not None:      # MTZ / mmCIF / model -> P1 rows, once the detector is known
+            from . import structure
+            import numpy as np
+            sf = structure.run_rows(self.sf_input, self.setup.geometry, self.fields.get("dmin_A"), self.extras)
+            self.notes["hkl"] += sf.messages
+            rows = np.ascontiguousarray(sf.rows, dtype=np.float64)
+            self.hkl = core.Hkl.from_rows(rows, rows.shape[0], default_F)
+            self.hkl_count = int(self.hkl.count)
+            self.hkl_from_text = last.get("hkl") is not None     # the command caches -hkl files in -dump
+            return
         value = last.get("hkl")
         name = self._name("hkl")
         if value is None:
@@ -402,7 +423,9 @@ def check_paths(params: Mapping[str, Any]) -> Dict[str, str]:
             continue
         if key == "noisefile" and not extras.get("noise", True):
             continue
-        out[flag] = extras.get(key, DEFAULT_FILES[key])
+        if key not in DEFAULT_FILES and key not in extras:
+            continue
+        out[flag] = extras.get(key, DEFAULT_FILES.get(key))
     dump = last.get("dump", DEFAULT_FILES["dump"])
     inputs: Dict[str, str] = {f"-{k}": last[k] for k in _INPUT_KEYS if isinstance(last.get(k), str)}
     if "hkl" in last:
@@ -522,13 +545,67 @@ class Images:
             return img, float(photons), int(overloads)
         return self._cached(("noise", seed), make)
 
-    def smv_header(self) -> bytes:
-        return self._cached("smv_header", self.setup.smv_header)
+    def smv_header(self, adc_header: bool = False) -> bytes:
+        """The SMV header of the int and noise images; adc_header adds the
+        ADC_OFFSET key DIALS reads the pedestal from (-adc_header)."""
+        header = self._cached("smv_header", self.setup.smv_header)
+        if adc_header:
+            from .images import smv_header_with_adc_offset
+            header = smv_header_with_adc_offset(header, float(self.setup.geometry["adc_offset"]))
+        return header
+
+    def geometry(self) -> Dict[str, Any]:
+        """The resolved geometry (see Result.geometry); imports NumPy for the per-source arrays."""
+        def make():
+            import numpy as np
+            g = dict(self.setup.geometry)
+            for key in ("source_dir", "source_weight", "source_lambda_m", "mosaic_umats"):
+                g[key] = np.asarray(g[key])
+            return friendly_geometry(g)
+        return self._cached("geometry", make)
+
+    def cbf_counts(self, noise: bool = True, seed: Optional[int] = None):
+        """The counts a CBF holds: the noise image (noise=False: the int image)
+        less the -adc offset, as int32, and the count cutoff (65535 less it)."""
+        import numpy as np
+        img = np.asarray(self.noise_image(seed)[0] if noise else self.int_image()[0])
+        adc = int(round(float(self.setup.geometry["adc_offset"])))
+        counts = np.clip(img.astype(np.int32) - adc, 0, None).astype(np.int32)
+        return counts, 65535 - max(adc, 0)
+
+    def cbf_bytes(self, noise: bool = True, seed: Optional[int] = None, name: str = "image") -> bytes:
+        """A miniCBF (byte offset, Pilatus-style header from the geometry)."""
+        from . import images
+        counts, cutoff = self.cbf_counts(noise, seed)
+        return images.cbf_bytes(counts, images.pilatus_header(self.geometry(), cutoff), name)
+
+    def write_nexus(self, path: str, noise: bool = True, seed: Optional[int] = None, float_image: bool = False,
+                    compression: Optional[str] = None, atomic: bool = True) -> None:
+        """An NXmx file of the noise (or int) counts, optionally with the float image."""
+        import numpy as np
+        from . import nexus
+        counts = np.asarray(self.noise_image(seed)[0] if noise else self.int_image()[0])
+        nexus.write_nexus(path, counts, self.geometry(), compression=compression, atomic=atomic,
+                          float_image=np.asarray(self.float_image) if float_image else None)
 
 
 # ---------------------------------------------------------------------------
 # the nanoBragg command
 # ---------------------------------------------------------------------------
+
+def _stage_formats(out, images: Images, files: Mapping[str, str], extras: Mapping[str, Any],
+                   say: Callable[[str], None], noise: bool) -> None:
+    """-cbffile and -nexus, from the counts image just made (noise or int)."""
+    what = "noise" if noise else "int"
+    if "cbffile" in files:
+        say("writing %s as a miniCBF of the %s image" % (files["cbffile"], what))
+        out.stage(files["cbffile"], [images.cbf_bytes(noise=noise, name=files["cbffile"])])
+    if "nexus" in files:
+        say("writing %s as NXmx HDF5 of the %s image" % (files["nexus"], what))
+        out.stage_with(files["nexus"], lambda tmp: images.write_nexus(
+            tmp, noise=noise, float_image=bool(extras.get("nexus_float")),
+            compression=extras.get("nexus_compression"), atomic=False))
+
 
 def run_command(params: Mapping[str, Any], say: Callable[[str], None], flush: Callable[[], None]) -> int:
     """The whole command: check the paths, read the inputs, print the
@@ -569,11 +646,15 @@ def run_command(params: Mapping[str, Any], say: Callable[[str], None], flush: Ca
 
         say("max_I = %g  at %g %g" % (st["max_I"], st["max_I_x"], st["max_I_y"]))
         say("mean= %g rms= %g rmsd= %g" % (st["mean"], st["rms"], st["rmsd"]))
+        adc_header = bool(job.extras.get("adc_header", False))
+        counts_from_noise = "noisefile" in files      # CBF and NeXus hold the noise image, else the int image
         int_img, int_scale = images.int_image()
         say("intfile_scale = %g" % int_scale)
         say("writing %s as %d-byte integers" % (files["intfile"], 2))
-        out.stage(files["intfile"], [images.smv_header(), int_img])
+        out.stage(files["intfile"], [images.smv_header(adc_header), int_img])
         del int_img
+        if not counts_from_noise:
+            _stage_formats(out, images, files, job.extras, say, noise=False)
         images.forget("int")
 
         if "pgmfile" in files:
@@ -588,9 +669,53 @@ def run_command(params: Mapping[str, Any], say: Callable[[str], None], flush: Ca
             noise, photons, overloads = images.noise_image()
             say("%.0f photons on noise image (%d overloads)" % (photons, overloads))
             say("writing %s as %d-byte integers" % (files["noisefile"], 2))
-            out.stage(files["noisefile"], [images.smv_header(), noise])
+            out.stage(files["noisefile"], [images.smv_header(adc_header), noise])
             del noise
+            _stage_formats(out, images, files, job.extras, say, noise=True)
             images.forget("noise")
+        if "pngfile" in files:
+            say("writing %s as an 8-bit PNG preview" % files["pngfile"])
+            from .images import png_bytes
+            import numpy as np
+            out.stage(files["pngfile"], [png_bytes(np.asarray(images.float_image))])
         out.commit()
     flush()
     return 0
+
+
+_VEC_NAMES = {"fdet": "fdet_vector", "sdet": "sdet_vector", "odet": "odet_vector", "beam": "beam_vector",
+              "polar_vec": "polar_vector", "spindle": "spindle_axis", "twotheta_axis": "twotheta_axis"}
+
+
+def friendly_geometry(g: Dict[str, Any]) -> Dict[str, Any]:
+    def mm(key):
+        v = g.get(key)
+        return None if v is None else v * 1000.0
+
+    def vec(key):
+        v = g.get(key)
+        return None if v is None else tuple(float(x) for x in v)
+
+    f = dict(g)
+    for key, name in _VEC_NAMES.items():
+        if key in g:
+            f[name] = vec(key)
+    if "pix0_m" in g:
+        f["pix0_vector"] = vec("pix0_m")                       # metres, as -pix0_vector
+        f["pix0_vector_mm"] = tuple(1000.0 * x for x in g["pix0_m"])
+    for name in ("Fbeam", "Sbeam", "Fclose", "Sclose", "Xbeam", "Ybeam", "Xclose", "Yclose", "distance",
+                 "close_distance", "pixel"):
+        if name + "_m" in g:
+            f[name] = mm(name + "_m")                          # mm, as the flags
+    if "ORGX_px" in g:
+        f["ORGX"], f["ORGY"] = g["ORGX_px"], g.get("ORGY_px")
+    if "dials_origin_mm" in g:
+        f["dials_origin"] = vec("dials_origin_mm")
+    if "lambda0_m" in g:
+        f["lambda"] = g["lambda0_m"] * 1e10                    # Angstrom
+    if "twotheta_rad" in g:
+        f["twotheta"] = math.degrees(g["twotheta_rad"])
+    for k in ("fpixels", "spixels"):
+        if k in g:
+            f[k] = g[k]
+    return f

@@ -101,10 +101,7 @@ class Result:
         """The resolved geometry: the engine's fields (SI units, as nb_setup) plus
         friendly names in the flags' units (mm, pixels, degrees, Angstrom)."""
         if self._geometry is None:
-            g = dict(self._setup.geometry)
-            for key in ("source_dir", "source_weight", "source_lambda_m", "mosaic_umats"):
-                g[key] = np.asarray(g[key])
-            self._geometry = _friendly_geometry(g)
+            self._geometry = self._images.geometry()
         return dict(self._geometry)
 
     # -- files -------------------------------------------------------------------
@@ -113,10 +110,11 @@ class Result:
         """The -floatfile content: raw 4-byte floats, fast index fastest."""
         return np.ascontiguousarray(self.float_image, dtype=np.float32).tobytes()
 
-    def smv_bytes(self, noise: bool = False, seed: Optional[int] = None) -> bytes:
-        """The SMV file content (header + pixels) of the int image, or of the noise image."""
+    def smv_bytes(self, noise: bool = False, seed: Optional[int] = None, adc_header: bool = False) -> bytes:
+        """The SMV file content (header + pixels) of the int image, or of the noise image.
+        adc_header=True adds ADC_OFFSET=<adc> to the header (the pedestal key DIALS reads)."""
         img = self.noise(seed).image if noise else self.int_image()
-        return self._images.smv_header() + img.tobytes()
+        return self._images.smv_header(adc_header) + img.tobytes()
 
     def pgm_bytes(self) -> bytes:
         """The PGM file content."""
@@ -127,10 +125,42 @@ class Result:
         """Raw 4-byte floats, fast index fastest (the -floatfile)."""
         _io.atomic_write(path, [self._images.float_image])
 
-    def write_smv(self, path: PathLike, noise: bool = False, seed: Optional[int] = None) -> None:
-        """SMV image: the int image, or with noise=True the noise image (-intfile / -noisefile)."""
+    def write_smv(self, path: PathLike, noise: bool = False, seed: Optional[int] = None,
+                  adc_header: bool = False) -> None:
+        """SMV image: the int image, or with noise=True the noise image (-intfile / -noisefile);
+        adc_header=True adds the ADC_OFFSET key (-adc_header)."""
         img = self._images.noise_image(seed)[0] if noise else self._images.int_image()[0]
-        _io.atomic_write(path, [self._images.smv_header(), img])
+        _io.atomic_write(path, [self._images.smv_header(adc_header), img])
+
+    def cbf_counts(self, noise: bool = True, seed: Optional[int] = None) -> Tuple[np.ndarray, int]:
+        """The CBF's counts: the noise image (noise=False: the int image) less
+        the -adc offset, as int32, and the count cutoff (65535 less the offset)."""
+        return self._images.cbf_counts(noise, seed)
+
+    def cbf_bytes(self, noise: bool = True, seed: Optional[int] = None, name: str = "image") -> bytes:
+        """The miniCBF file content (see :meth:`write_cbf`)."""
+        return self._images.cbf_bytes(noise, seed, name)
+
+    def write_cbf(self, path: PathLike, noise: bool = True, seed: Optional[int] = None) -> None:
+        """miniCBF (byte offset, Pilatus-style header from the geometry) of the
+        noise image, or with noise=False of the int image, less the -adc offset (-cbffile)."""
+        _io.atomic_write(path, [self.cbf_bytes(noise, seed, os.fspath(path))])
+
+    def png_bytes(self, image: Optional[np.ndarray] = None) -> bytes:
+        """8-bit PNG preview of the float image (or of ``image``)."""
+        from .images import png_bytes
+        return png_bytes(self.float_image if image is None else image)
+
+    def write_png(self, path: PathLike, image: Optional[np.ndarray] = None) -> None:
+        """8-bit PNG preview (-pngfile): spots dark on white, log contrast."""
+        _io.atomic_write(path, [self.png_bytes(image)])
+
+    def write_nexus(self, path: PathLike, noise: bool = True, seed: Optional[int] = None,
+                    float_image: bool = False, compression: Optional[str] = None) -> None:
+        """NXmx HDF5 file (-nexus): the noise image (noise=False: the int
+        image) as /entry/data/data, the geometry as NXmx, optionally the float
+        image too; compression e.g. "bslz4" (hdf5plugin).  Written atomically."""
+        self._images.write_nexus(path, noise, seed, float_image, compression)
 
     def write_pgm(self, path: PathLike) -> None:
         """8-bit binary PGM (-pgmfile)."""
@@ -162,44 +192,6 @@ def _header_value(v: str):
         return int(v)
     except ValueError:
         return nums[0]
-
-
-_VEC_NAMES = {"fdet": "fdet_vector", "sdet": "sdet_vector", "odet": "odet_vector", "beam": "beam_vector",
-              "polar_vec": "polar_vector", "spindle": "spindle_axis", "twotheta_axis": "twotheta_axis"}
-
-
-def _friendly_geometry(g: Dict[str, Any]) -> Dict[str, Any]:
-    def mm(key):
-        v = g.get(key)
-        return None if v is None else v * 1000.0
-
-    def vec(key):
-        v = g.get(key)
-        return None if v is None else tuple(float(x) for x in v)
-
-    f = dict(g)
-    for key, name in _VEC_NAMES.items():
-        if key in g:
-            f[name] = vec(key)
-    if "pix0_m" in g:
-        f["pix0_vector"] = vec("pix0_m")                       # metres, as -pix0_vector
-        f["pix0_vector_mm"] = tuple(1000.0 * x for x in g["pix0_m"])
-    for name in ("Fbeam", "Sbeam", "Fclose", "Sclose", "Xbeam", "Ybeam", "Xclose", "Yclose", "distance",
-                 "close_distance", "pixel"):
-        if name + "_m" in g:
-            f[name] = mm(name + "_m")                          # mm, as the flags
-    if "ORGX_px" in g:
-        f["ORGX"], f["ORGY"] = g["ORGX_px"], g.get("ORGY_px")
-    if "dials_origin_mm" in g:
-        f["dials_origin"] = vec("dials_origin_mm")
-    if "lambda0_m" in g:
-        f["lambda"] = g["lambda0_m"] * 1e10                    # Angstrom
-    if "twotheta_rad" in g:
-        f["twotheta"] = math.degrees(g["twotheta_rad"])
-    for k in ("fpixels", "spixels"):
-        if k in g:
-            f[k] = g[k]
-    return f
 
 
 def simulate(progress: Optional[Callable[[int, int], Any]] = None, **params: Any) -> Result:

@@ -133,6 +133,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, TypeError) as e:
         _error(e)
         return 1
+    except ImportError as e:   # an optional library (gemmi, fabio, h5py) is missing
+        _error(e)
+        return 1
     except KeyboardInterrupt:
         _error("interrupted (SIGINT): nothing written")
         return 128 + signal.SIGINT

@@ -438,16 +438,10 @@ def write_frame(spec: Spec, out_dir: str, i: int, threads: int = 1) -> Dict[str,
                     out.stage(base + ".int.img", [r.smv_bytes()])
                 if main_image is not None:
                     out.stage(path, [r.smv_bytes(noise="counts" in img, seed=img["record"]["noise_seed"])])
-            elif main_image is not None:
-                try:
-                    from .images import write_cbf
-                except ImportError:
-                    raise DatasetError("output = \"cbf\" needs nanobragg.images.write_cbf, which this "
-                                       "installation does not have; use \"smv\" or \"nexus\"") from None
+            elif main_image is not None:      # miniCBF (images.py): the counts less the -adc pedestal
                 if "int" in img and "counts" in img:
-                    tmp_int = base + ".int.cbf"
-                    write_cbf(tmp_int, img["int"], r.header)
-                write_cbf(path, main_image, r.header)   # atomic by contract (images.py)
+                    out.stage(base + ".int.cbf", [r.cbf_bytes(noise=False, name=base + ".int.cbf")])
+                out.stage(path, [r.cbf_bytes(noise="counts" in img, seed=img["record"]["noise_seed"], name=path)])
             out.commit()
     return {"frame": i, "seconds": time.perf_counter() - t0}
 

@@ -266,30 +266,29 @@ def _image_dataset(group, name: str, arr: np.ndarray, compression: Optional[str]
     return group.create_dataset(name, data=arr, chunks=(1,) + arr.shape[1:], **opts)
 
 
-def _atomic_h5(path: PathLike, build) -> None:
-    """Write an HDF5 file under a temporary name, then rename it into place:
-    readers see no file or the whole file, never a half-written one."""
+def _atomic_h5(path: PathLike, build, atomic: bool = True) -> None:
+    """Write an HDF5 file the way every output is written (nanobragg._io):
+    under a temporary name, then renamed into place, so that readers see no
+    file or the whole file, never a half-written one.  atomic=False writes
+    path itself (a caller's temporary file)."""
     h5py = _h5py()
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
+    from ._io import atomic_write
+
+    def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             build(f)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError) and not isinstance(e, NexusError):
-            raise OSError(e.errno, f"cannot write '{path}': {e.strerror or e}") from None
-        raise
+
+    if atomic:
+        atomic_write(path, write=write)
+    else:
+        write(os.fspath(path))
 
 
 def write_nexus(path: PathLike, counts, geometry: Mapping[str, Any], *, float_image=None,
                 phi_deg: Optional[Union[float, Sequence[float]]] = None, osc_deg: Optional[float] = None,
                 wavelength_m: Optional[Union[float, Sequence[float]]] = None, stills: bool = False,
-                compression: Optional[str] = None, extra: Optional[Mapping[str, Any]] = None) -> None:
+                compression: Optional[str] = None, extra: Optional[Mapping[str, Any]] = None,
+                atomic: bool = True) -> None:
     """Write one NXmx file holding the images in ``/entry/data/data``.
 
     counts: a 2-D image (or an (n, slow, fast) stack, one scan of n frames);
@@ -297,7 +296,8 @@ def write_nexus(path: PathLike, counts, geometry: Mapping[str, Any], *, float_im
     image(s) too, as ``/entry/data/float_image``; phi_deg/osc_deg: the
     oscillation start of each frame and its width (default: the geometry's
     phi and osc); stills: the frames are stills (phi does not advance);
-    compression: see :func:`compression_options`.  Written atomically."""
+    compression: see :func:`compression_options`.  Written atomically
+    (atomic=False: into path as it is, for a caller's temporary file)."""
     data = _image_stack(counts, "counts")
     _check_shape(data, geometry, "counts")
     n = data.shape[0]
@@ -327,7 +327,7 @@ def write_nexus(path: PathLike, counts, geometry: Mapping[str, Any], *, float_im
         if fl is not None:
             _image_dataset(grp, "float_image", fl, compression)
 
-    _atomic_h5(path, build)
+    _atomic_h5(path, build, atomic)
 
 
 def write_data_file(path: PathLike, counts, *, float_image=None, compression: Optional[str] = None,

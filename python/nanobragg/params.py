@@ -510,6 +510,29 @@ _o("-noprogress", "switch", 0, "", "", "accepted; no effect (no progress meter)"
 _o("-threads", "int", 1, "N", "", "render threads (default 0: all cores); the image does not depend on it",
    _extra("threads"), check=_nonneg)
 
+# --- formats (issue 13): crystallographic inputs and image formats, front-end handled ---
+_group("formats")
+_o("-hkl_column", "path", 1, "NAME", "", "amplitude (or intensity) column of an MTZ or mmCIF -hkl "
+   "(default: the first amplitude column)", _extra("hkl_column"))
+_o("-pdb", "path", 1, "FILE", "", "atomic model (PDB or mmCIF): F computed to the resolution of the detector "
+   "corner (or -dmin), with F000", _extra("pdb"))
+_o("-k_sol", "float", 1, "K", "e/A^3", "flat bulk solvent density for -pdb (default: 0, no solvent; typical 0.35)",
+   _extra("k_sol"), check=_nonneg)
+_o("-b_sol", "float", 1, "B", "A^2", "flat bulk solvent B-factor for -pdb (default: 46)", _extra("b_sol"),
+   check=_nonneg)
+_o(("-cbffile", "-cbfimage"), "path", 1, "FILE", "", "miniCBF image with a Pilatus header: the noise image "
+   "(-nonoise: the int image) less the -adc offset", _extra("cbffile"))
+_o(("-pngfile", "-pngimage"), "path", 1, "FILE", "", "8-bit PNG preview of the float image", _extra("pngfile"))
+_o("-adc_header", "switch", 0, "", "", "add ADC_OFFSET=<-adc> to the SMV headers, the pedestal key DIALS reads",
+   _extras(adc_header=True), off=_extras(adc_header=False))
+_o(("-nexus", "-h5file"), "path", 1, "FILE", "", "NXmx HDF5 file (DIALS/XDS): the noise image (-nonoise: the int "
+   "image) with the detector, beam and goniometer geometry", _extra("nexus"))
+_o("-nexus_float", "switch", 0, "", "", "also store the float image in the -nexus file",
+   _extras(nexus_float=True), off=_extras(nexus_float=False))
+_o("-nexus_compression", "path", 1, "NAME", "", "HDF5 filter of the -nexus images: none (default), gzip[:LEVEL], "
+   "lzf, bitshuffle or lz4 (hdf5plugin)", _extra("nexus_compression"))
+# --- end formats ---
+
 _group("api")
 _CONVENTION_PIVOT = {
     "mosflm": _convention("mosflm", "beam"), "denzo": _convention("denzo", "beam"),
@@ -900,7 +923,8 @@ def params_to_fields(params, headers: Iterable[Tuple[str, Any]] = ()) -> State:
 # ---------------------------------------------------------------------------
 
 _GROUP_TITLES = {"crystal": "Crystal and structure factors", "beam": "Beam", "detector": "Detector",
-                 "spindle": "Spindle", "output": "Output, noise and run control"}
+                 "spindle": "Spindle", "output": "Output, noise and run control",
+                 "formats": "Crystallographic files and image formats (need gemmi / fabio / h5py)"}
 
 
 def help_text() -> str:
