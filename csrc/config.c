@@ -134,16 +134,25 @@ static void resolve_sweeps(const nb_params *p, sweep w[NSWEEPS])
 static int validate(const nb_params *p, char *err, size_t errlen)
 {
 #define REQUIRE(cond, ...) do { if (!(cond)) { nb_set_error(err, errlen, __VA_ARGS__); return NB_EINVAL; } } while (0)
-    REQUIRE(isfinite(p->lambda_A) && p->lambda_A > 0, "wavelength must be positive (got %g A)", p->lambda_A);
-    REQUIRE(isfinite(p->pixel_mm) && p->pixel_mm > 0, "pixel size must be positive (got %g mm)", p->pixel_mm);
+    /* one parameter out of its range: the message starts with the nb_params
+     * field, so that a front end can name the flag or keyword that set it */
+    REQUIRE(isfinite(p->lambda_A) && p->lambda_A > 0, "lambda_A: the wavelength must be > 0, got %g A", p->lambda_A);
+    REQUIRE(isfinite(p->pixel_mm) && p->pixel_mm > 0, "pixel_mm: the pixel size must be > 0, got %g mm", p->pixel_mm);
     REQUIRE(p->fpixels >= 0 && p->spixels >= 0, "detector pixel counts must be positive");
     REQUIRE(isfinite(p->detsize_f_mm) && isfinite(p->detsize_s_mm), "detector size must be finite");
-    REQUIRE(!isfinite(p->distance_mm) || p->distance_mm != 0.0 || isfinite(p->close_distance_mm),
-            "detector distance must not be zero");
-    REQUIRE(isfinite(p->distance_mm), "detector distance must be finite");
+    REQUIRE(isfinite(p->distance_mm) && p->distance_mm > 0, "distance_mm: the detector distance must be > 0, got %g mm",
+            p->distance_mm);
+    REQUIRE(isnan(p->close_distance_mm) || (isfinite(p->close_distance_mm) && p->close_distance_mm > 0),
+            "close_distance_mm: the detector distance must be > 0, got %g mm", p->close_distance_mm);
     REQUIRE(p->has_cell || p->has_amat, "no unit cell: give -cell or -mat");
-    REQUIRE(!p->has_cell || p->cell[0] > 0, "unit cell a must be positive (got %g A)", p->cell[0]);
-    REQUIRE(p->Na >= 0 && p->Nb >= 0 && p->Nc >= 0, "unit-cell counts must not be negative");
+    REQUIRE(!p->has_cell || (p->cell[0] > 0 && p->cell[1] > 0 && p->cell[2] > 0),
+            "cell: the cell lengths must be > 0, got %g %g %g A", p->cell[0], p->cell[1], p->cell[2]);
+    REQUIRE(!p->has_cell || (p->cell[3] > 0 && p->cell[3] < 180 && p->cell[4] > 0 && p->cell[4] < 180 &&
+                             p->cell[5] > 0 && p->cell[5] < 180),
+            "cell: the cell angles must be between 0 and 180 degrees, got %g %g %g", p->cell[3], p->cell[4], p->cell[5]);
+    REQUIRE(p->Na >= 0, "Na: the number of unit cells must be >= 0, got %g", p->Na);
+    REQUIRE(p->Nb >= 0, "Nb: the number of unit cells must be >= 0, got %g", p->Nb);
+    REQUIRE(p->Nc >= 0, "Nc: the number of unit cells must be >= 0, got %g", p->Nc);
     REQUIRE(p->n_sources >= 0 && (p->n_sources == 0 || p->sources), "source list is inconsistent");
     REQUIRE(p->oversample <= NB_MAX_OVERSAMPLE, "oversample %d is too large (at most %d)", p->oversample,
             NB_MAX_OVERSAMPLE);
@@ -163,7 +172,7 @@ static int validate(const nb_params *p, char *err, size_t errlen)
     /* region of interest: -1 (any negative) is the detector's edge, as the reference */
     double xmin = p->roi[0] < 0 ? 0 : p->roi[0], xmax = p->roi[1] < 0 ? f : p->roi[1];
     double ymin = p->roi[2] < 0 ? 0 : p->roi[2], ymax = p->roi[3] < 0 ? sl : p->roi[3];
-    REQUIRE(xmin <= xmax && ymin <= ymax, "-roi %d %d %d %d is inverted (needs xmin <= xmax and ymin <= ymax)",
+    REQUIRE(xmin <= xmax && ymin <= ymax, "roi: %d %d %d %d is inverted (needs xmin <= xmax and ymin <= ymax)",
             p->roi[0], p->roi[1], p->roi[2], p->roi[3]);
     REQUIRE(xmin < f && ymin < sl, "-roi %d %d %d %d lies outside the %.0f x %.0f pixel detector",
             p->roi[0], p->roi[1], p->roi[2], p->roi[3], f, sl);

@@ -280,7 +280,7 @@ def test_unknown_keyword_names_the_closest():
     (dict(distance="far"), "distance"),
     (dict(cell=(100, 100, 100)), "cell: expected 6 numbers"),
     (dict(N=2.5), "N: expected an integer"),
-    (dict(pixel=0), "pixel: must be > 0"),
+    (dict(pixel=0), "pixel: the pixel size must be > 0, got 0 mm"),
     (dict(mat=np.zeros((2, 2))), "mat: expected a file name or a 3x3 array"),
     (dict(hkl=np.zeros((3, 3))), r"hkl: expected an \(n, 4\) array"),
     (dict(hkl=np.array([[0.5, 0, 0, 1.0]])), "hkl: Miller indices must be integers"),

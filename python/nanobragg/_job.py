@@ -139,6 +139,7 @@ class Job:
         st = params_to_fields(resolved, headers)
         self.fields: Dict[str, Any] = st.fields
         self.extras: Dict[str, Any] = st.extras
+        self.origin: Dict[str, str] = st.origin
         self.threads = threads
 
         if self.cli:
@@ -174,6 +175,14 @@ class Job:
             return core.Setup(self.fields)
         except ValueError as e:
             msg = str(e)
+            field, sep, rest = msg.partition(": ")
+            if sep and field.isidentifier():
+                # the engine names the nb_params field out of range: name the
+                # flag (or keyword) that set it, a usage mistake on the command line
+                if field in self.origin:
+                    msg = f"{self._name(self.origin[field])}: {rest}"
+                    raise (UsageError if self.cli else ValueError)(msg) from None
+                raise ValueError(rest) from None        # a default or an input file's header set it
             if self.sources_name and msg.startswith("source "):
                 # the engine numbers the sources; name the file (or array) and line
                 try:

@@ -66,11 +66,12 @@ class UsageError(ValueError):
 
 class State:
     """Accumulates the effect of the options, in order."""
-    __slots__ = ("fields", "extras")
+    __slots__ = ("fields", "extras", "origin")
 
     def __init__(self, fields: Optional[Dict[str, Any]] = None, extras: Optional[Dict[str, Any]] = None):
         self.fields: Dict[str, Any] = {} if fields is None else fields   # nb_params fields for _core.Setup
         self.extras: Dict[str, Any] = {} if extras is None else extras   # everything the front ends handle (files, outputs)
+        self.origin: Dict[str, str] = {}   # nb_params field -> the keyword that set it last (for messages)
 
     def __repr__(self) -> str:
         return f"State(fields={self.fields!r}, extras={self.extras!r})"
@@ -286,23 +287,6 @@ def _nonneg(v):
     return None if all(x >= 0 for x in vals) else "must be >= 0"
 
 
-def _roi_ok(v):
-    xmin, xmax, ymin, ymax = v
-    # any negative value is the detector's edge, as in the reference
-    if (xmin >= 0 and xmax >= 0 and xmin > xmax) or (ymin >= 0 and ymax >= 0 and ymin > ymax):
-        return "inverted: needs xmin <= xmax and ymin <= ymax"
-    return None
-
-
-def _cell_ok(v):
-    a, b, c, al, be, ga = v
-    if min(a, b, c) <= 0:
-        return "cell lengths must be > 0"
-    if not all(0 < x < 180 for x in (al, be, ga)):
-        return "cell angles must be between 0 and 180 degrees"
-    return None
-
-
 _OPTS: List[Option] = []
 _GROUP = [""]
 
@@ -319,7 +303,7 @@ def _group(name):
 
 _group("crystal")
 _o("-cell", "floats", 6, "a b c al be ga", "A, deg", "unit cell lengths and angles (alternative to -mat)",
-   _set("cell", has_cell=1), check=_cell_ok)
+   _set("cell", has_cell=1))
 _o("-mat", "data", 1, "FILE", "", "MOSFLM-style orientation matrix: 9 numbers, 3 lines of a*,b*,c* components x lambda",
    _mat, cli_names=("-matrix",))
 _o("-misset", "misset", 3, "X Y Z|random", "deg", "crystal rotations about x, y, z, or 'random' for a random orientation",
@@ -331,10 +315,10 @@ _o("-default_F", "float", 1, "F", "electrons", "structure factor of every reflec
    _set("default_F"))
 _o("-dump", "path", 1, "FILE", "", "binary cache of the structure factors: written after reading -hkl, read "
    "when -hkl is absent (default: Fdump.bin)", _extra("dump"))
-_o("-N", "int", 1, "N", "cells", "number of unit cells along a, b and c", _set("Na", "Nb", "Nc"), check=_nonneg)
-_o("-Na", "int", 1, "N", "cells", "number of unit cells along a", _set("Na"), check=_nonneg)
-_o("-Nb", "int", 1, "N", "cells", "number of unit cells along b", _set("Nb"), check=_nonneg)
-_o("-Nc", "int", 1, "N", "cells", "number of unit cells along c", _set("Nc"), check=_nonneg)
+_o("-N", "int", 1, "N", "cells", "number of unit cells along a, b and c", _set("Na", "Nb", "Nc"))
+_o("-Na", "int", 1, "N", "cells", "number of unit cells along a", _set("Na"))
+_o("-Nb", "int", 1, "N", "cells", "number of unit cells along b", _set("Nb"))
+_o("-Nc", "int", 1, "N", "cells", "number of unit cells along c", _set("Nc"))
 _o(("-xtalsize", "-xtal_size", "-samplesize", "-sample_size"), "float", 1, "SIZE", "mm",
    "crystal full width along x, y and z (alternative to -N)", _xtal_all, check=_nonneg)
 _o(("-xtal_thick", "-xtal_x", "-sample_thick", "-sample_x"), "float", 1, "SIZE", "mm",
@@ -367,7 +351,7 @@ _o(("-mosaic_domains", "-mosaic_dom"), "int", 1, "N", "", "number of randomly or
 _o("-mosaic_seed", "int", 1, "N", "", "random-number seed for the mosaic domains (default: 12345678)", _set("mosaic_seed"))
 
 _group("beam")
-_o(("-lambda", "-wave"), "float", 1, "A", "Angstrom", "X-ray wavelength (default: 1)", _set("lambda_A"), check=_positive,
+_o(("-lambda", "-wave"), "float", 1, "A", "Angstrom", "X-ray wavelength (default: 1)", _set("lambda_A"),
    api_names=("wavelength",))
 _o("-energy", "float", 1, "EV", "eV", "X-ray photon energy (alternative to -lambda)", _energy, check=_positive)
 _o("-dispersion", "float", 1, "PCT", "percent", "spectral dispersion delta-lambda/lambda", _set("dispersion_pct"),
@@ -405,10 +389,10 @@ _o("-coherent", "switch", 0, "", "", "accepted; no effect, as in the reference",
 
 _group("detector")
 _o("-distance", "float", 1, "MM", "mm", "sample to detector distance along the beam (pivot: beam)",
-   _set("distance_mm", pivot="beam"), check=_positive)
+   _set("distance_mm", pivot="beam"))
 _o("-close_distance", "float", 1, "MM", "mm", "sample to detector plane, perpendicular (pivot: sample)",
-   _set("close_distance_mm", pivot="sample"), check=_positive)
-_o("-pixel", "float", 1, "MM", "mm", "pixel size (default: 0.1)", _set("pixel_mm"), check=_positive)
+   _set("close_distance_mm", pivot="sample"))
+_o("-pixel", "float", 1, "MM", "mm", "pixel size (default: 0.1)", _set("pixel_mm"))
 _o("-detsize", "float", 1, "MM", "mm", "detector size, fast and slow (default: 102.4)", _set("detsize_f_mm", "detsize_s_mm"),
    check=_positive)
 _o("-detsize_f", "float", 1, "MM", "mm", "detector size along the fast axis", _set("detsize_f_mm"), check=_positive)
@@ -468,8 +452,7 @@ _o("-oversample_polar", "switch", 0, "", "", "compute polarization per sub-pixel
    _set("oversample_polar", scale=lambda v: 1), off=_fields(oversample_polar=0))
 _o("-oversample_omega", "switch", 0, "", "", "compute the solid angle per sub-pixel",
    _set("oversample_omega", scale=lambda v: 1), off=_fields(oversample_omega=0))
-_o("-roi", "ints", 4, "XMIN XMAX YMIN YMAX", "pixels", "render only this region (inclusive; -1: the edge)", _set("roi"),
-   check=_roi_ok)
+_o("-roi", "ints", 4, "XMIN XMAX YMIN YMAX", "pixels", "render only this region (inclusive; -1: the edge)", _set("roi"))
 _o("-mask", "data", 1, "FILE", "", "SMV image whose zero pixels are skipped; its header sets the detector",
    _extra("mask"))
 _o("-img", "path", 1, "FILE", "", "SMV image whose header sets the detector, beam and phi", _extra("img"))
@@ -909,12 +892,16 @@ def params_to_fields(params, headers: Iterable[Tuple[str, Any]] = ()) -> State:
     for kind, smv in headers:
         if smv is not None and getattr(smv, "width", 0):
             _header_seed(st, kind, smv)
-    for opt, _name, value in items:
+    for opt, name, value in items:
+        before = dict(st.fields)
         if opt.kind == "switch" and value is False:
             if opt.off is not None:
                 opt.off(st, value)
-            continue
-        opt.apply(st, value)
+        else:
+            opt.apply(st, value)
+        for field, v in st.fields.items():
+            if field not in before or before[field] is not v:
+                st.origin[field] = name
     return st
 
 
