@@ -504,3 +504,39 @@ def test_result_png(result, tmp_path):
     result.write_png(tmp_path / "r.png")
     px = _decode_png((tmp_path / "r.png").read_bytes())
     assert px.shape == result.float_image.shape and px.min() < 128 and px.max() == 255
+
+
+def test_cbf_header_has_what_a_generic_minicbf_reader_needs(result, tmp_path):
+    """DIALS's generic miniCBF reader keys each '# Name value' line by its
+    second word (':' and '=' dropped) and takes the numbers from the rest;
+    the MIME lines give the size.  Check the lines it needs parse that way."""
+    p = tmp_path / "d.cbf"
+    result.write_cbf(p)
+    raw = p.read_bytes()
+    assert raw.startswith(b"###CBF")
+    text = raw[:raw.index(b"--CIF-BINARY-FORMAT-SECTION--")].decode("ascii")
+    assert "_array_data.header_convention" in text and "GENERIC_MINI" in text
+    assert "_diffrn.id" not in text
+    items, stamps = {}, []
+    for line in text.split("\n"):
+        if not line.startswith("#"):
+            continue
+        if len(line[1:].split()) <= 2 and line.count(":") == 2:
+            stamps.append(line[1:].strip())
+            continue
+        words = line.replace("=", "").replace(":", "").split()
+        items[words[1]] = " ".join(words[2:])
+    assert len(stamps) == 1
+    assert float(items["Detector_distance"].split()[0]) == pytest.approx(0.15)
+    assert float(items["Wavelength"].split()[0]) == pytest.approx(1.3)
+    bx, by = (float(v) for v in items["Beam_xy"].replace("(", "").replace(")", "").replace(",", "").split()[:2])
+    g = result.geometry
+    assert (bx, by) == pytest.approx((g["Fbeam_m"] / 172e-6, g["Sbeam_m"] / 172e-6), abs=0.01)
+    assert [float(v) for v in items["Pixel_size"].replace("m", "").replace("x", "").split()] == pytest.approx([172e-6] * 2)
+    assert float(items["Silicon"].split()[2]) == pytest.approx(450e-6)
+    assert int(items["Count_cutoff"].split()[0]) == 65510
+    for key in ("Exposure_period", "Start_angle", "Angle_increment"):
+        float(items[key].split()[0])
+    section = raw[raw.index(b"--CIF-BINARY-FORMAT-SECTION--"):raw.index(b"\x0c\x1a\x04\xd5")].decode("latin-1")
+    sizes = dict(line.strip().split(":") for line in section.splitlines() if line.startswith("X"))
+    assert int(sizes["X-Binary-Size-Fastest-Dimension"]) == 48 and int(sizes["X-Binary-Size-Second-Dimension"]) == 40

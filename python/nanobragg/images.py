@@ -305,9 +305,9 @@ def read_image(path: "Union[str, os.PathLike[str]]") -> "Tuple[np.ndarray, Dict[
             img = cbfimage.CbfImage(fname=path)
         except Exception as e:   # fabio raises many kinds for a damaged file
             raise ValueError(f"{path}: not a readable CBF image: {e}") from None
-        header: Dict[str, Any] = dict(img.header)
-        header.update(_pilatus_values(str(header.get("_array_data.header_contents", ""))))
-        return np.asarray(img.data), header
+        items: Dict[str, Any] = dict(img.header)
+        items.update(_pilatus_values(str(items.get("_array_data.header_contents", ""))))
+        return np.asarray(img.data), items
     if kind == "nexus":
         try:
             from .nexus import read_nexus
