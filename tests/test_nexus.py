@@ -168,3 +168,16 @@ def test_mosflm_frame_matches_the_reference_dials_origin(tmp_path):
         origin = nxmx.get_cumulative_transformation(
             nxmx.get_dependency_chain(mod.fast_pixel_direction.depends_on))[0, :3, 3]
     np.testing.assert_allclose(np.diag([-1, 1, -1]) @ origin, r.header["DIALS_ORIGIN"], atol=1e-4)
+
+
+def test_write_result_is_the_noise_or_int_image(tmp_path):
+    r = nanobragg.simulate(**BASE)
+    nexus.write_result(tmp_path / "n.h5", r, seed=11, float_image=True, compression="gzip")
+    nexus.write_result(tmp_path / "i.h5", r, noise=False)
+    np.testing.assert_array_equal(nexus.read_nexus(tmp_path / "n.h5")[0], r.noise_image(11))
+    np.testing.assert_array_equal(nexus.read_nexus(tmp_path / "n.h5", image="float_image")[0], r.float_image)
+    np.testing.assert_array_equal(nexus.read_nexus(tmp_path / "i.h5")[0], r.int_image())
+    with pytest.raises(nexus.NexusError, match="no /entry/data/float_image"):
+        nexus.read_nexus(tmp_path / "i.h5", image="float_image")
+    with pytest.raises(nexus.NexusError, match="frame 1 out of range"):
+        nexus.read_nexus(tmp_path / "i.h5", 1)

@@ -25,7 +25,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["write_nexus", "read_nexus", "write_data_file", "write_master", "lab_to_mcstas",
+__all__ = ["write_nexus", "write_result", "read_nexus", "write_data_file", "write_master", "lab_to_mcstas",
            "compression_options", "NexusError"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -328,6 +328,17 @@ def write_nexus(path: PathLike, counts, geometry: Mapping[str, Any], *, float_im
             _image_dataset(grp, "float_image", fl, compression)
 
     _atomic_h5(path, build)
+
+
+def write_result(path: PathLike, result: Any, *, noise: bool = True, seed: Optional[int] = None,
+                 float_image: bool = False, compression: Optional[str] = None) -> None:
+    """One rendered :class:`nanobragg.Result` as an NXmx file: the counts (the
+    Poisson noise image with ``seed``, as -noisefile; noise=False: the
+    noiseless int image, as -intfile) and, with float_image=True, the float
+    image.  What ``Result.write_nexus`` and the command's -nexus NAME call."""
+    counts = result.noise_image(seed) if noise else result.int_image()
+    write_nexus(path, counts, result.geometry, float_image=result.float_image if float_image else None,
+                compression=compression)
 
 
 def write_data_file(path: PathLike, counts, *, float_image=None, compression: Optional[str] = None,
