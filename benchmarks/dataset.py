@@ -24,7 +24,7 @@ import tempfile
 import time
 
 SPEC = """
-args = "-cell 78 78 38 90 90 90 -default_F 100 -N 10 -distance 100 -detpixels 512 -pixel 0.1 -phisteps 10 -oversample 3"
+args = "-cell 78 78 38 90 90 90 -default_F 100 -N 10 -distance 100 -detpixels 512 -pixel 0.1 -phisteps 10 -oversample 2 -mosaic 0.3 -mosaic_domains 3"
 frames = {frames}
 seed = 1
 [rotation]
