@@ -194,3 +194,16 @@ def test_command_and_result_write_the_same_nexus_image(tmp_path):
                            detpixels_f=24, detpixels_s=20, pixel=0.11, oversample=1, seed=3)
     r.write_nexus(tmp_path / "api.h5")
     assert np.array_equal(nanobragg.read_image(tmp_path / "api.h5")[0], noise)
+
+
+def test_result_write_nexus_is_the_noise_or_int_image(tmp_path):
+    r = nanobragg.simulate(**BASE)
+    r.write_nexus(tmp_path / "n.h5", seed=11, float_image=True, compression="gzip")
+    r.write_nexus(tmp_path / "i.h5", noise=False)
+    np.testing.assert_array_equal(nexus.read_nexus(tmp_path / "n.h5")[0], r.noise_image(11))
+    np.testing.assert_array_equal(nexus.read_nexus(tmp_path / "n.h5", image="float_image")[0], r.float_image)
+    np.testing.assert_array_equal(nexus.read_nexus(tmp_path / "i.h5")[0], r.int_image())
+    with pytest.raises(nexus.NexusError, match="no /entry/data/float_image"):
+        nexus.read_nexus(tmp_path / "i.h5", image="float_image")
+    with pytest.raises(nexus.NexusError, match="frame 1 out of range"):
+        nexus.read_nexus(tmp_path / "i.h5", 1)

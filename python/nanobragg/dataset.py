@@ -41,6 +41,7 @@ import os
 import shlex
 import sys
 import time
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -639,7 +640,10 @@ def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, process
         client = Client(cluster)
     try:
         nworkers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
-        futures = {client.submit(write_frame, spec, out_dir, i, threads, key=f"nanobragg-frame-{spec_key(spec)}-{i}",
+        # a key of its own per task: a long-lived cluster must never hand back
+        # the result of an earlier run (another folder) instead of rendering
+        run_id = uuid.uuid4().hex[:12]
+        futures = {client.submit(write_frame, spec, out_dir, i, threads, key=f"nanobragg-frame-{i + 1}-{run_id}",
                                  retries=retries, pure=False): i for i in todo}
         for fut in as_completed(futures):
             i = futures[fut]
@@ -655,10 +659,6 @@ def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, process
         if cluster is not None:
             cluster.close()
     return nworkers
-
-
-def spec_key(spec: Spec) -> str:
-    return f"{zlib.crc32(spec.canonical.encode()):08x}"
 
 
 # -- command -------------------------------------------------------------------------
