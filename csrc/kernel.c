@@ -224,12 +224,15 @@ static double sinc3(double x) { return x == 0.0 ? 1.0 : 3.0 * (sin(x) / x - cos(
  * each block of pixels; only the calling thread (OpenMP thread 0) calls the
  * poll callback, so a front end may run its own code (signal handlers,
  * progress bars) there. */
+typedef struct row_result row_result;
 typedef struct {
     const nb_render_opts *opts;
     int cancel;                   /* read and written with __atomic builtins */
     double next_poll_s;           /* thread 0 only */
     int rows_done_prefix;         /* thread 0 only: every row before it is finished */
+    long fallback_at;             /* thread 0 only: raster index of the first interpolation fall-back, or -1 */
     unsigned char *row_done;      /* spixels flags, set once a row is finished */
+    const row_result *rows;       /* the first pass's per-row results */
 } render_ctl;
 
 typedef struct {
@@ -429,11 +432,11 @@ static int pixel_wanted(const nb_setup *s, const uint16_t *mask, int fp, int sp)
     return !mask || mask[(size_t)sp * s->fpixels + fp] != 0;
 }
 
-typedef struct {
+struct row_result {
     int first_fallback_fp;        /* -1: none in this row */
     fallback_note note;
     double omega_sum;
-} row_result;
+};
 
 static double wall_seconds(void)
 {
@@ -455,11 +458,19 @@ static int calling_thread(void)
 #endif
 }
 
+/* Pixels finished in raster order.  The count stops at the first pixel
+ * whose interpolation fell back until the render is over, so that a front
+ * end reports progress up to there, then the fall-back, then the rest: the
+ * order in which the reference prints them. */
 static long pixels_done_in_order(const nb_setup *s, render_ctl *c)
 {
-    while (c->rows_done_prefix < s->spixels && __atomic_load_n(&c->row_done[c->rows_done_prefix], __ATOMIC_ACQUIRE))
-        ++c->rows_done_prefix;
-    return (long)c->rows_done_prefix * s->fpixels;
+    while (c->fallback_at < 0 && c->rows_done_prefix < s->spixels &&
+           __atomic_load_n(&c->row_done[c->rows_done_prefix], __ATOMIC_ACQUIRE)) {
+        int fp = c->rows[c->rows_done_prefix].first_fallback_fp;
+        if (fp >= 0) c->fallback_at = (long)c->rows_done_prefix * s->fpixels + fp;
+        else ++c->rows_done_prefix;
+    }
+    return c->fallback_at >= 0 ? c->fallback_at : (long)c->rows_done_prefix * s->fpixels;
 }
 
 /* Non-zero once the render is cancelled.  Cheap: one atomic load, and on
@@ -640,7 +651,7 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
         return NB_ENOMEM;
     }
     for (int sp = 0; sp < s->spixels; ++sp) rows[sp].first_fallback_fp = -1;
-    render_ctl ctl = { opts, 0, 0.0, 0, calloc((size_t)s->spixels + 1, 1) };
+    render_ctl ctl = { opts, 0, 0.0, 0, -1, calloc((size_t)s->spixels + 1, 1), rows };
     if (!ctl.row_done) {
         free(rows);
         free(o.block);
@@ -686,7 +697,8 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
     }
     if (opts && opts->poll) {
         long total = (long)s->spixels * s->fpixels;
-        if (opts->poll(opts->poll_ctx, total, total) != 0) {
+        long done = stats->interpolation_fell_back ? stats->fallback_pixel : total;
+        if (opts->poll(opts->poll_ctx, done, total) != 0) {
             nb_set_error(err, errlen, "render cancelled");
             return NB_ECANCELLED;
         }
