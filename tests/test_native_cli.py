@@ -133,7 +133,8 @@ def test_runner_equals_in_process(case, tmp_path):
         d = tmp_path / ("runner" if runner else "in-process")
         d.mkdir()
         goldenlib.stage_inputs(case, d)
-        p = _run(case["args"] + goldenlib.OUTPUT_FLAGS, d, runner=runner)
+        # [drop-in] -noprogress: the runner (being removed) prints no progress meter
+        p = _run(case["args"] + goldenlib.OUTPUT_FLAGS + ["-noprogress"], d, runner=runner)
         runs[runner] = (p, d)
     (a, da), (b, db) = runs[True], runs[False]
     assert (a.returncode, a.stderr) == (b.returncode, b.stderr)
@@ -159,7 +160,8 @@ def test_other_inputs_equal_in_process(args, tmp_path):
         d.mkdir()
         for name in ("mask.img", "header.img", "A.mat", "small.hkl", "sources.txt"):
             (d / name).write_bytes((goldenlib.INPUTS / name).read_bytes())
-        p = _run(base + args, d, runner=runner, text=True)
+        # [drop-in] -noprogress: the runner (being removed) prints no progress meter
+        p = _run(base + args + ["-noprogress"], d, runner=runner, text=True)
         out[runner] = (p.returncode, p.stdout, p.stderr,
                        {n: (d / n).read_bytes() for n in sorted(os.listdir(d))})
     assert out[True][0] == 0, out[True][2]

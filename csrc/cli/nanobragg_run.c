@@ -680,7 +680,8 @@ int main(int argc, char **argv)
         say("WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: %g,%g,%g,%d,%d,%d ",
             g(st.fallback_hkl[0]), g(st.fallback_hkl[1]), g(st.fallback_hkl[2]), st.fallback_hkl0[0],
             st.fallback_hkl0[1], st.fallback_hkl0[2]);
-        say("WARNING: further warnings will not be printed! ");
+        /* no newline, as the reference: the blank line below completes it */
+        fputs("WARNING: further warnings will not be printed! ", stdout);
     }
     say("%s", "");
     double omega = st.omega_sum / (double)(s.steps ? s.steps : 1);

@@ -36,6 +36,13 @@ def _say(line: str = "") -> None:
         _stdout_gone()
 
 
+def _say_partial(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+    except BrokenPipeError:
+        _stdout_gone()
+
+
 def _flush() -> None:
     try:
         sys.stdout.flush()
@@ -188,12 +195,22 @@ def _run(argv: List[str]) -> int:
 
     result = run.render()
     st = result.stats
+    # [drop-in] the reference's progress lines, printed here from the final
+    # count (the text is the same as printing them while rendering); the job
+    # layer re-points this at the engine's poll callback.
+    meter = _reference_meter(run, x)
     if st.get("interpolation_fell_back"):
+        if meter is not None:
+            meter.update(st["fallback_pixel"])       # the warning comes while that pixel renders
         h, k, l = st["fallback_hkl"]
         h0, k0, l0 = st["fallback_hkl0"]
         _say("WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: %g,%g,%g,%d,%d,%d "
              % (h, k, l, h0, k0, l0))
-        _say("WARNING: further warnings will not be printed! ")
+        # no newline, as the reference: the next progress line (or the blank
+        # line after the render) completes it
+        _say_partial("WARNING: further warnings will not be printed! ")
+    if meter is not None:
+        meter.finish()
     _say()
 
     omega = st["solid_angle"]
@@ -230,6 +247,16 @@ def _run(argv: List[str]) -> int:
         out.commit()
     _flush()
     return 0
+
+
+def _reference_meter(run, extras):
+    """[drop-in] The "% done" meter of this run, or None (-noprogress, -printout)."""
+    if not extras.get("progress", True) or extras.get("printout") or extras.get("printout_pixel"):
+        return None
+    from ._progress import ReferenceMeter
+    g = run.setup.geometry
+    return ReferenceMeter(g["fpixels"], g["spixels"], (g["roi_xmin"], g["roi_xmax"], g["roi_ymin"], g["roi_ymax"]),
+                          _say, mask=run.mask)
 
 
 if __name__ == "__main__":  # pragma: no cover
