@@ -265,3 +265,20 @@ def test_command_does_not_import_numpy():
                                                               "-noisefile", "/dev/null", "-pgmfile", "/dev/null"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+
+
+def test_progress_lines_come_while_the_image_renders(tmp_path):
+    """The "% done" lines are printed (and flushed) as the render advances,
+    not all at the end."""
+    p = subprocess.Popen(CLI + LONG, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in p.stdout:
+            if line.endswith("% done\n"):
+                seen.append(line)
+                if len(seen) == 2:
+                    break
+        assert len(seen) == 2 and p.poll() is None, "no progress line before the render ended"
+    finally:
+        p.kill()
+        p.communicate()

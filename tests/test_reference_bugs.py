@@ -49,3 +49,11 @@ def test_xtalsize_rounds_as_the_reference(misset, size_mm):
 def test_xtalsize_the_issue_case_is_100_cells_each_way():
     g = simulate(**SMALL, misset=(10, 20, 30), xtalsize=0.0005).geometry
     assert (g["Na"], g["Nb"], g["Nc"]) == (100, 100, 100)
+
+
+def test_misset_rotation_rounds_as_the_reference():
+    # found by the differential test: the reference builds 1x1x6 cells here;
+    # a multiply-subtract fused by the compiler's vectorizer made it 1x1x7
+    g = simulate(**{**SMALL, "cell": (50, 50, 50, 96.9101, 82.3258, 82.8159)}, misset=(-173.514, -74.8912, -110.807),
+                 xtal_z=3e-05).geometry
+    assert (g["Na"], g["Nb"], g["Nc"]) == (1, 1, 6)

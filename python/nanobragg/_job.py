@@ -616,10 +616,32 @@ def _stage_formats(out, images: Images, files: Mapping[str, str], extras: Mappin
             compression=extras.get("nexus_compression"), atomic=False))
 
 
-def run_command(params: Mapping[str, Any], say: Callable[[str], None], flush: Callable[[], None]) -> int:
+def _flushing(update: Callable[[int, int], None], flush: Callable[[], None]) -> Callable[[int, int], None]:
+    def poll(done: int, total: int) -> None:
+        update(done, total)
+        flush()          # a pipe or a log file sees each line as it comes
+    return poll
+
+
+def _reference_meter(job: Job, say: Callable[[str], None]):
+    """The reference's "N% done" lines for this run, or None (-noprogress, -printout)."""
+    x = job.extras
+    if not x.get("progress", True) or x.get("printout") or x.get("printout_pixel"):
+        return None
+    from ._progress import ReferenceMeter
+    g = job.setup.geometry
+    return ReferenceMeter(g["fpixels"], g["spixels"], (g["roi_xmin"], g["roi_xmax"], g["roi_ymin"], g["roi_ymax"]),
+                          say, mask=job.mask)
+
+
+def run_command(params: Mapping[str, Any], write: Callable[[str], None], flush: Callable[[], None]) -> int:
     """The whole command: check the paths, read the inputs, print the
-    reference's messages, render and write the files.  Raises UsageError,
-    ValueError, OSError, KeyboardInterrupt as they come."""
+    reference's messages, render and write the files.  write(text) prints to
+    stdout, flush() flushes it.  Raises UsageError, ValueError, OSError,
+    KeyboardInterrupt as they come."""
+    def say(line: str) -> None:
+        write(line + "\n")
+
     outputs = check_paths(params)
     job = Job(params, cli=True)
     files = {flag.lstrip("-"): path for flag, path in outputs.items()}
@@ -632,14 +654,19 @@ def run_command(params: Mapping[str, Any], say: Callable[[str], None], flush: Ca
         say("WARNING: -pix0_vector ignored because custom detector vectors (-fdet/-sdet/-odet_vector) are given")
     flush()
 
-    images = job.render()
+    # progress lines while the image renders, from the engine's poll: the
+    # count stops at an interpolation fall-back, whose warning comes next
+    meter = _reference_meter(job, say)
+    images = job.render(progress=None if meter is None else _flushing(meter.update, flush))
     st = images.stats
     if st.get("interpolation_fell_back"):
         h, k, l = st["fallback_hkl"]
         h0, k0, l0 = st["fallback_hkl0"]
         say("WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: %g,%g,%g,%d,%d,%d "
             % (h, k, l, h0, k0, l0))
-        say("WARNING: further warnings will not be printed! ")
+        write("WARNING: further warnings will not be printed! ")   # no newline, as the reference
+    if meter is not None:
+        meter.finish()
     say("")
 
     omega = st["solid_angle"]

@@ -194,7 +194,7 @@ def _header_value(v: str):
         return nums[0]
 
 
-def simulate(progress: Optional[Callable[[int, int], Any]] = None, **params: Any) -> Result:
+def simulate(progress: Any = None, **params: Any) -> Result:
     """Render a diffraction image; every nanoBragg flag is a keyword.
 
     Keywords are the flags without the dash, in the flags' units
@@ -208,12 +208,17 @@ def simulate(progress: Optional[Callable[[int, int], Any]] = None, **params: Any
     X Y Z weight lambda(m).  ``threads=`` render threads (0 = all).
     ``progress=``: a callable(pixels_done, pixels_total), called about every
     20 ms from this thread while the image renders (an exception from it
-    stops the render and propagates).
+    stops the render and propagates), True for a tqdm bar (tqdm installed),
+    or a tqdm bar; off by default.
 
     Nothing is written to disk.  Ctrl-C (KeyboardInterrupt) stops the
     render promptly.  Unknown keyword -> TypeError naming the closest valid
     one; a bad value -> ValueError naming the parameter.  See docs/api.md.
     """
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress: expected a callable(done, total), got {progress!r}")
-    return Result(Job(params).render(progress=progress))
+    from ._progress import callback
+    poll = callback(progress)
+    images = Job(params).render(progress=poll)
+    if poll is not None and images.stats.get("interpolation_fell_back"):
+        total = images.stats["pixels"]
+        poll(total, total)        # the engine's count stopped at the fall-back
+    return Result(images)

@@ -27,11 +27,15 @@ from .params import HELP_FLAGS, UsageError, args_to_params, help_text
 PROG = "nanoBragg"
 
 
-def _say(line: str = "") -> None:
+def _write(text: str) -> None:
     try:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(text)
     except BrokenPipeError:
         _stdout_gone()
+
+
+def _say(line: str = "") -> None:
+    _write(line + "\n")
 
 
 def _flush() -> None:
@@ -120,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with _StopHandlers():
             from . import _job
-            return _job.run_command(args_to_params(argv), _say, _flush)
+            return _job.run_command(args_to_params(argv), _write, _flush)
     except UsageError as e:
         _error(e)
         return 2
