@@ -275,6 +275,12 @@ void nb_smv_header(const nb_setup *s, char header[NB_SMV_HEADER_BYTES]);
  * nb_smv_header() gives the first 512 bytes of it. */
 size_t nb_smv_header_text(const nb_setup *s, char *out, size_t outlen);
 size_t nb_pgm_header(const nb_setup *s, double pgm_scale, char *out, size_t outlen);
+size_t nb_pgm_header_size(int width, int height, double pgm_scale, char *out, size_t outlen);
+/* A header of the companion programs: HEADER_BYTES, DIM, BYTE_ORDER, TYPE,
+ * then each "KEY=value;" (%g, or %d when integer), then DETECTOR_SN and
+ * BEAMLINE; padded as nb_smv_header_text().  Returns the length. */
+typedef struct nb_smv_field { const char *key; double value; int integer; } nb_smv_field;
+size_t nb_smv_header_fields(const char *type, const nb_smv_field *fields, int nfields, char *out, size_t outlen);
 typedef struct nb_smv {
     int header_bytes, width, height, swap_bytes;
     char *header;                 /* NUL-terminated header text */
@@ -283,6 +289,52 @@ typedef struct nb_smv {
 int nb_smv_parse(const unsigned char *buf, size_t len, nb_smv *out, char *err, size_t errlen);
 double nb_smv_value(const nb_smv *smv, const char *keyword);   /* NAN if absent */
 void nb_smv_free(nb_smv *smv);
+
+
+/* ---- detector response (noisify): photons -> counts -> ADU ------------ */
+typedef enum { NB_PSF_NONE = 0, NB_PSF_GAUSS = 1, NB_PSF_FIBER = 2 } nb_psf_kind;
+typedef struct nb_psf_info {
+    double max_photons;           /* brightest pixel (automatic radius only) */
+    int auto_radius;              /* radius chosen from it; 0 if given */
+    int radius;                   /* kernel radius used (pixels) */
+    int skipped;                  /* automatic radius and no photons: image left all zero */
+    double lost_photons;          /* photons outside the radius, spread evenly */
+} nb_psf_info;
+/* Blur w x h photons with the detector's PSF (FWHM in pixels; radius <= 0:
+ * automatic, per pixel); out must not alias in. */
+int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, double fwhm_px, int radius_px,
+                 nb_psf_info *info, int nthreads, char *err, size_t errlen);
+
+typedef struct nb_noisify_params {
+    int width, height;
+    double fluence_re2;           /* fluence (photons/m^2) x r_e^2 (m^2): 1 puts the input on a photon scale */
+    double scale;                 /* multiplies every input value */
+    double gain;                  /* ADU per photon */
+    double adc_offset;            /* ADU added to every pixel */
+    double readout;               /* read-out noise (ADU rms) */
+    double flicker, calibration;  /* fractional rms: per shot, per pixel */
+    long seed, calib_seed;        /* reference-internal (negated) seeds */
+    nb_psf_kind psf;
+    double psf_fwhm_px;
+    int psf_radius;               /* pixels; 0 = automatic */
+    int bits;                     /* 16 or 32 bits per output pixel */
+    int noise;                    /* 0: only the noiseless images */
+} nb_noisify_params;
+typedef struct nb_noisify_stats {
+    double max_input;             /* largest input value */
+    long negative_pixels;
+    double photons_before_psf;    /* Poisson counts summed */
+    double photons;               /* signal summed after the PSF */
+    long overloads;               /* noise-image pixels clipped */
+    int psf_applied;
+    nb_psf_info psf;
+} nb_noisify_stats;
+void nb_noisify_params_init(nb_noisify_params *p);
+/* int_image/noise_image: width*height uint16 or uint32 (p->bits), either may
+ * be NULL; pgm: width*height bytes or NULL.  noise_image is filled only when
+ * p->noise. */
+int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, uint8_t *pgm, void *noise_image,
+               nb_noisify_stats *st, int nthreads, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

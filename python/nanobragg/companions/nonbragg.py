@@ -1,0 +1,7 @@
+"""placeholder until implemented"""
+import sys
+
+
+def main(argv=None) -> int:
+    sys.stderr.write("nonbragg: error: not implemented yet\n")
+    return 1
