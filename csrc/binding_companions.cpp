@@ -117,6 +117,127 @@ py::dict noisify(const py::object &image, const py::dict &kw, bool want_pgm, int
     return out;
 }
 
+
+void get_vec3(const py::dict &d, const char *key, double *out) {
+    if (!d.contains(key)) return;
+    py::sequence v = d[key].cast<py::sequence>();
+    if (v.size() != 3) throw py::value_error(std::string(key) + ": expected 3 numbers");
+    for (size_t i = 0; i < 3; i++) out[i] = v[i].cast<double>();
+}
+
+// float64 values of a buffer (n x cols rows)
+std::vector<double> doubles_from(const py::object &obj) {
+    py::buffer buf = py::reinterpret_borrow<py::buffer>(obj);
+    py::buffer_info info = buf.request();
+    if (info.itemsize != 8 || info.format != py::format_descriptor<double>::format())
+        throw py::value_error("expected a buffer of float64 values");
+    std::vector<double> out((size_t)info.size);
+    if (info.size) std::memcpy(out.data(), info.ptr, (size_t)info.size * 8);
+    return out;
+}
+
+struct AmorphousOwner {
+    nb_amorphous a;
+    AmorphousOwner() { std::memset(&a, 0, sizeof a); }
+    ~AmorphousOwner() { nb_amorphous_free(&a); }
+};
+
+py::dict amorphous(const py::dict &kw, const py::object &table, const py::object &sources, bool want_pgm,
+                   bool want_noise, long seed, int nthreads) {
+    nb_amorphous_params p;
+    nb_amorphous_params_init(&p);
+    p.fpixels = get<int>(kw, "fpixels", 0);
+    p.spixels = get<int>(kw, "spixels", 0);
+#define D(name) p.name = get<double>(kw, #name, p.name)
+#define I(name) p.name = get<int>(kw, #name, p.name)
+    D(pixel_m); D(detsize_f_m); D(detsize_s_m); D(distance_m); D(close_distance_m);
+    D(Xbeam_m); D(Ybeam_m); D(Xclose_m); D(Yclose_m); D(twotheta_rad); D(polarization);
+    D(lambda0_m); D(dispersion); D(hdivrange_rad); D(vdivrange_rad); D(hdivstep_rad); D(vdivstep_rad);
+    D(source_distance_m); D(fluence); D(flux); D(exposure_s); D(beamsize_m);
+    D(density_g_m3); D(molecular_weight); D(molecules); D(table_x_to_stol);
+    D(adc_offset); D(intfile_scale); D(pgm_scale);
+    I(curved_det); I(point_pixel); I(nopolar); I(fmap); I(oversample); I(dispsteps); I(hdivsteps);
+    I(vdivsteps); I(round_div);
+#undef D
+#undef I
+    p.pivot = get<int>(kw, "pivot", (int)p.pivot) ? NB_PIVOT_SAMPLE : NB_PIVOT_BEAM;
+    get_vec3(kw, "fdet", p.fdet); get_vec3(kw, "sdet", p.sdet); get_vec3(kw, "beam", p.beam);
+    get_vec3(kw, "polar_vec", p.polar_vec); get_vec3(kw, "twotheta_axis", p.twotheta_axis);
+    get_vec3(kw, "rot_rad", p.rot_rad); get_vec3(kw, "sample_m", p.sample_m);
+    if (kw.contains("roi")) {
+        py::sequence r = kw["roi"].cast<py::sequence>();
+        if (r.size() != 4) throw py::value_error("roi: expected 4 integers");
+        for (size_t i = 0; i < 4; i++) p.roi[i] = r[i].cast<int>();
+    }
+    std::vector<double> tab = doubles_from(table), src;
+    if (tab.size() % 2) throw py::value_error("the F table has rows of 2 numbers");
+    p.table = tab.data();
+    p.n_table = (int)(tab.size() / 2);
+    if (!sources.is_none()) {
+        src = doubles_from(sources);
+        if (src.size() % 5) throw py::value_error("sources have rows of 5 numbers");
+        p.sources = src.data();
+        p.n_sources = (int)(src.size() / 5);
+    }
+    AmorphousOwner own;
+    char err[kErrLen] = "";
+    int rc;
+    {
+        py::gil_scoped_release nogil;
+        rc = nb_amorphous_init(&p, &own.a, err, sizeof err);
+    }
+    if (rc != NB_OK) raise_engine(err, rc);
+    const nb_setup &d = own.a.det;
+    size_t pixels = (size_t)d.fpixels * (size_t)d.spixels;
+    std::vector<float> image(pixels);
+    std::vector<uint16_t> ints(pixels), noise(want_noise ? pixels : 0);
+    std::vector<unsigned char> pgm(want_pgm ? pixels : 0);
+    nb_amorphous_stats st;
+    double int_scale = 0, pgm_scale = 0, photons = 0;
+    long overloads = 0;
+    {
+        py::gil_scoped_release nogil;
+        rc = nb_amorphous_render(&own.a, image.data(), &st, nthreads, err, sizeof err);
+        if (rc == NB_OK) {
+            int_scale = nb_int_image(&d, image.data(), st.max_I, ints.data());
+            if (want_pgm) pgm_scale = nb_pgm_image(&d, image.data(), int_scale, st.rmsd, pgm.data());
+            if (want_noise) nb_noise_image(&d, image.data(), seed, noise.data(), &photons, &overloads);
+        }
+    }
+    if (rc != NB_OK) raise_engine(err, rc);
+    py::dict out;
+    out["float_image"] = as_bytes(image.data(), pixels * sizeof(float));
+    out["int_image"] = as_bytes(ints.data(), pixels * 2);
+    out["pgm"] = want_pgm ? py::object(as_bytes(pgm.data(), pixels)) : py::object(py::none());
+    out["noise_image"] = want_noise ? py::object(as_bytes(noise.data(), pixels * 2)) : py::object(py::none());
+    out["intfile_scale"] = int_scale;
+    out["pgm_scale"] = pgm_scale;
+    out["photons"] = photons;
+    out["overloads"] = overloads;
+    py::dict stats;
+    stats["max_I"] = st.max_I; stats["max_I_x"] = st.max_I_x_m; stats["max_I_y"] = st.max_I_y_m;
+    stats["mean"] = st.mean; stats["rms"] = st.rms; stats["rmsd"] = st.rmsd; stats["omega_sum"] = st.omega_sum;
+    stats["n"] = st.n;
+    out["stats"] = stats;
+    py::dict g;
+    g["fpixels"] = d.fpixels; g["spixels"] = d.spixels; g["pixel_m"] = d.pixel_m;
+    g["detsize_f_m"] = d.detsize_f_m; g["detsize_s_m"] = d.detsize_s_m;
+    g["distance_m"] = d.distance_m; g["close_distance_m"] = d.close_distance_m;
+    g["Xbeam_m"] = d.Xbeam_m; g["Ybeam_m"] = d.Ybeam_m; g["Xclose_m"] = d.Xclose_m; g["Yclose_m"] = d.Yclose_m;
+    g["ORGX_px"] = d.ORGX_px; g["ORGY_px"] = d.ORGY_px; g["lambda0_m"] = d.lambda0_m;
+    g["twotheta_rad"] = d.twotheta_rad; g["fluence"] = d.fluence; g["n_sources"] = d.n_sources;
+    g["oversample"] = d.oversample; g["molecules"] = own.a.molecules; g["density_g_m3"] = own.a.density_g_m3;
+    g["sample_m"] = py::make_tuple(own.a.sample_m[0], own.a.sample_m[1], own.a.sample_m[2]);
+    g["clipped"] = py::make_tuple(own.a.clipped[0], own.a.clipped[1]);
+    g["pix0_m"] = py::make_tuple(d.pix0_m[0], d.pix0_m[1], d.pix0_m[2]);
+    g["fdet"] = py::make_tuple(d.fdet[0], d.fdet[1], d.fdet[2]);
+    g["sdet"] = py::make_tuple(d.sdet[0], d.sdet[1], d.sdet[2]);
+    g["roi"] = py::make_tuple(d.roi_xmin, d.roi_xmax, d.roi_ymin, d.roi_ymax);
+    g["log"] = std::string(d.log ? d.log : "");
+    out["setup"] = g;
+    return out;
+}
+
 py::bytes smv_header_fields(const std::string &type, const py::list &fields) {
     std::vector<nb_smv_field> f;
     std::vector<std::string> keys;
@@ -147,6 +268,9 @@ py::bytes pgm_header(int width, int height, double scale) {
 void bind_companions(py::module_ &m) {
     m.def("noisify", &noisify, py::arg("image"), py::arg("params"), py::arg("pgm") = true, py::arg("nthreads") = 0,
           "Detector response (nb_noisify): float32 photons in; int/noise pixels (bytes) and figures out.");
+    m.def("amorphous", &amorphous, py::arg("params"), py::arg("table"), py::arg("sources") = py::none(),
+          py::arg("pgm") = true, py::arg("noise") = true, py::arg("seed") = 0, py::arg("nthreads") = 0,
+          "Amorphous scattering (nb_amorphous_*): the float image, its int/PGM/noise images and figures.");
     m.def("smv_header_fields", &smv_header_fields, py::arg("type"), py::arg("fields"),
           "An SMV header from (key, value, integer) fields (nb_smv_header_fields).");
     m.def("pgm_header", &pgm_header, py::arg("width"), py::arg("height"), py::arg("scale"),

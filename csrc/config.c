@@ -233,12 +233,13 @@ static void beam_intensity(const nb_params *p, nb_setup *s, double sample_m[3])
     if (s->exposure_s > 0.0) s->flux = s->fluence / s->exposure_s * s->beamsize_m * s->beamsize_m;
 }
 
-/* One sampled dimension (phi, divergence, dispersion, sensor depth): the
- * reference fills in whichever of range, step and count the user left out. */
-typedef struct { double range, step; int count; } sweep;
+void nb_sweep_collapse(nb_sweep *w)
+{
+    if (w->range <= 0.0 || w->step <= 0.0 || w->count <= 0) { w->count = 1; w->range = 0.0; w->step = 0.0; }
+}
 
-static void auto_sweep(sweep *w, double range_if_only_count, int spread_steps_by_count_minus_one,
-                       int thick_style)
+void nb_auto_sweep(nb_sweep *w, double range_if_only_count, int spread_steps_by_count_minus_one,
+                   int thick_style)
 {
     if (w->count <= 0) {
         if (w->range < 0.0) {
@@ -266,7 +267,7 @@ static void auto_sweep(sweep *w, double range_if_only_count, int spread_steps_by
 static void sampling(const nb_params *p, nb_setup *s)
 {
     /* phi: an osc with no step makes two steps of half the range */
-    sweep phi = { p->osc_deg / NB_RTD, p->phistep_deg / NB_RTD, p->phisteps };
+    nb_sweep phi = { p->osc_deg / NB_RTD, p->phistep_deg / NB_RTD, p->phisteps };
     if (phi.count < 0) {
         if (phi.range < 0.0) {
             if (phi.step <= 0.0) { phi.count = 1; phi.range = 0.0; phi.step = 0.0; }
@@ -275,19 +276,19 @@ static void sampling(const nb_params *p, nb_setup *s)
         else phi.count = (int)ceil(phi.range / phi.step);
     } else {
         if (phi.count == 0) phi.count = 1;
-        auto_sweep(&phi, 1.0 / NB_RTD, 0, 0);
+        nb_auto_sweep(&phi, 1.0 / NB_RTD, 0, 0);
     }
     s->osc_rad = phi.range; s->phistep_rad = phi.step; s->phisteps = phi.count;
     s->phi0_rad = p->phi_deg / NB_RTD;
 
-    sweep hdiv = { p->hdivrange_mrad / 1000.0, p->hdivstep_mrad / 1000.0, p->hdivsteps };
-    sweep vdiv = { p->vdivrange_mrad / 1000.0, p->vdivstep_mrad / 1000.0, p->vdivsteps };
-    sweep disp = { p->dispersion_pct / 100.0, -1.0, p->dispsteps };
-    sweep thick = { p->detector_thick_um * 1e-6, -1.0, p->detector_thicksteps };
-    auto_sweep(&hdiv, 1.0, 1, 0);
-    auto_sweep(&vdiv, 1.0, 1, 0);
-    auto_sweep(&disp, 1.0, 1, 0);
-    auto_sweep(&thick, 0.5e-6, 1, 1);
+    nb_sweep hdiv = { p->hdivrange_mrad / 1000.0, p->hdivstep_mrad / 1000.0, p->hdivsteps };
+    nb_sweep vdiv = { p->vdivrange_mrad / 1000.0, p->vdivstep_mrad / 1000.0, p->vdivsteps };
+    nb_sweep disp = { p->dispersion_pct / 100.0, -1.0, p->dispsteps };
+    nb_sweep thick = { p->detector_thick_um * 1e-6, -1.0, p->detector_thicksteps };
+    nb_auto_sweep(&hdiv, 1.0, 1, 0);
+    nb_auto_sweep(&vdiv, 1.0, 1, 0);
+    nb_auto_sweep(&disp, 1.0, 1, 0);
+    nb_auto_sweep(&thick, 0.5e-6, 1, 1);
 
     if (isnan(p->detector_abs_um)) s->mu_per_m = -1.0;
     else if (isinf(p->detector_abs_um) || p->detector_abs_um == 0.0) s->mu_per_m = 0.0;
@@ -316,11 +317,8 @@ static void sampling(const nb_params *p, nb_setup *s)
     }
 
     /* a sweep with no extent collapses to one sample */
-    sweep *all[4] = { &hdiv, &vdiv, &disp, &thick };
-    for (int i = 0; i < 4; ++i)
-        if (all[i]->range <= 0.0 || all[i]->step <= 0.0 || all[i]->count <= 0) {
-            all[i]->count = 1; all[i]->range = 0.0; all[i]->step = 0.0;
-        }
+    nb_sweep *all[4] = { &hdiv, &vdiv, &disp, &thick };
+    for (int i = 0; i < 4; ++i) nb_sweep_collapse(all[i]);
     s->hdivrange_rad = hdiv.range; s->hdivstep_rad = hdiv.step; s->hdivsteps = hdiv.count;
     s->vdivrange_rad = vdiv.range; s->vdivstep_rad = vdiv.step; s->vdivsteps = vdiv.count;
     s->dispersion = disp.range; s->dispstep = disp.step; s->dispsteps = disp.count;

@@ -35,6 +35,17 @@ void nb_rotate_xyz(const double *v, double *out, double rx, double ry, double rz
 void nb_rotate_axis(const double *v, double *out, const double *axis, double phi);
 void nb_rotate_umat(const double *v, double *out, const double *umat);
 
+/* Kahn polarization factor for an incident and a diffracted unit vector
+ * (geometry.c): 0.5 (1 + cos^2 2theta - K cos 2psi sin^2 2theta), psi the
+ * azimuth of the diffracted ray about the incident E-vector. */
+double nb_polarization_factor(double kahn, const double *incident, const double *diffracted, const double *axis);
+/* A point of the detector at (F, S, O) along its axes from pix0 (m); on a
+ * curved detector the flat coordinates become angles on a sphere of radius
+ * distance (geometry.c). */
+void nb_detector_point(const double *fdet, const double *sdet, const double *odet, const double *pix0,
+                       const double *beam, double distance_m, int curved, double F, double S, double O,
+                       double *pos);
+
 /* random orientations (noise.c): a rotation drawn uniformly within a
  * spherical cap of the given angular radius, as the reference draws it
  * (single-precision spread, three uniform deviates per matrix). */
@@ -51,6 +62,13 @@ typedef struct nb_deviates {
 void nb_deviates_init(nb_deviates *d, nb_rng *rng, long *idum);
 float nb_poidev(nb_deviates *d, float mean);
 float nb_gaussdev(nb_deviates *d);
+
+/* One sampled dimension (phi, divergence, dispersion, sensor depth): the
+ * reference fills in whichever of range, step and count the user left out
+ * (config.c); a sweep with no extent collapses to one sample. */
+typedef struct { double range, step; int count; } nb_sweep;
+void nb_auto_sweep(nb_sweep *w, double range_if_only_count, int spread_steps_by_count_minus_one, int thick_style);
+void nb_sweep_collapse(nb_sweep *w);
 
 /* log of the setup (config.c) */
 void nb_log(nb_setup *s, const char *fmt, ...)

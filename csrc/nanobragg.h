@@ -336,6 +336,64 @@ void nb_noisify_params_init(nb_noisify_params *p);
 int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, uint8_t *pgm, void *noise_image,
                nb_noisify_stats *st, int nthreads, char *err, size_t errlen);
 
+/* ---- amorphous scattering (nonBragg) ----------------------------------- */
+typedef struct nb_amorphous_params {
+    /* detector */
+    int fpixels, spixels;
+    double pixel_m, detsize_f_m, detsize_s_m;
+    double distance_m;
+    double close_distance_m;      /* NAN: ratio x distance */
+    double Xbeam_m, Ybeam_m, Xclose_m, Yclose_m;   /* NAN: the defaults */
+    nb_pivot pivot;
+    double fdet[3], sdet[3], beam[3], polar_vec[3], twotheta_axis[3];
+    double rot_rad[3], twotheta_rad;
+    int curved_det, point_pixel, nopolar;
+    int fmap;                     /* store F itself instead of the intensity */
+    double polarization;          /* Kahn factor */
+    int oversample;               /* <= 0: 1 */
+    int roi[4];                   /* xmin xmax ymin ymax, inclusive; -1 = edge */
+    /* beam */
+    double lambda0_m, dispersion; /* dispersion: fraction */
+    int dispsteps, hdivsteps, vdivsteps;          /* -1 = auto */
+    double hdivrange_rad, vdivrange_rad, hdivstep_rad, vdivstep_rad;   /* -1 = auto */
+    int round_div;
+    double source_distance_m;
+    const double *sources;        /* n_sources rows X Y Z (m) weight lambda (m); NAN = default */
+    int n_sources;
+    double fluence, flux, exposure_s, beamsize_m;  /* flux != 0: fluence = flux exposure / beamsize^2 */
+    /* sample */
+    double sample_m[3];           /* thickness (along the beam), width, height */
+    double density_g_m3, molecular_weight;   /* g/m^3, g/mol */
+    double molecules;             /* != 0: overrides the density */
+    /* F against x (n_table rows x F; F NAN = 0); sin(theta)/lambda (1/m) = x * table_x_to_stol */
+    const double *table;
+    int n_table;
+    double table_x_to_stol;
+    /* output scaling */
+    double adc_offset, intfile_scale, pgm_scale;
+} nb_amorphous_params;
+void nb_amorphous_params_init(nb_amorphous_params *p);
+
+typedef struct nb_amorphous {
+    nb_setup det;                 /* the placed detector, sources and output scaling (nb_int_image & co read it) */
+    double *stol_of, *F_of, *coef;   /* padded table (1/m) and its interpolation weights */
+    double *stol_max;             /* running maximum of stol_of (the interval search) */
+    int n_points;
+    double *source_weight;
+    double sample_m[3], density_g_m3, molecules;
+    double clipped[2];            /* height, width before the beam clipped them (0: not clipped) */
+    int fmap;
+} nb_amorphous;
+int nb_amorphous_init(const nb_amorphous_params *p, nb_amorphous *a, char *err, size_t errlen);
+void nb_amorphous_free(nb_amorphous *a);
+
+typedef struct nb_amorphous_stats {
+    double max_I, max_I_x_m, max_I_y_m, mean, rms, rmsd, omega_sum;
+    long n;                       /* pixels in the ROI */
+} nb_amorphous_stats;
+int nb_amorphous_render(const nb_amorphous *a, float *image, nb_amorphous_stats *st, int nthreads,
+                        char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif
