@@ -6,6 +6,7 @@
 // GIL is released around the engine calls.
 
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <cstring>
@@ -238,6 +239,67 @@ py::dict amorphous(const py::dict &kw, const py::object &table, const py::object
     return out;
 }
 
+
+// float_add: a and b are the files' bytes; the output has a's length
+py::dict float_add(const py::bytes &a_bytes, const py::object &b_obj, const py::dict &kw) {
+    nb_float_add_params p;
+    std::memset(&p, 0, sizeof p);
+    p.scale1 = get<float>(kw, "scale1", 1.0f);
+    p.scale2 = get<float>(kw, "scale2", 1.0f);
+    p.outscale = get<float>(kw, "outscale", 1.0f);
+    p.offset = get<float>(kw, "offset", 0.0f);
+    p.outoffset = get<float>(kw, "outoffset", 0.0f);
+    p.normalize = get<bool>(kw, "normalize", false);
+    p.histogram = get<bool>(kw, "histogram", false);
+    p.reject = get<bool>(kw, "reject", false);
+    p.binsize = get<float>(kw, "binsize", 1.0f);
+    std::vector<float> ignore = get<std::vector<float>>(kw, "ignore", std::vector<float>());
+    p.ignore = ignore.data();
+    p.n_ignore = (int)ignore.size();
+    long header = get<long>(kw, "header", 0);
+    std::string a = a_bytes;
+    size_t n = a.size();
+    if (header < 0 || (size_t)header > n) throw py::value_error("-header is larger than the first file");
+    size_t nf = (n + 3) / 4;
+    p.header_floats = (size_t)header / 4;
+    p.pixels = (n - (size_t)header) / 4;
+    std::vector<float> fa(nf + 1, 0.0f), fb, out(nf + 1, 0.0f);
+    std::memcpy(fa.data(), a.data(), n);
+    bool have_b = !b_obj.is_none();
+    if (have_b) {
+        std::string b = b_obj.cast<py::bytes>();
+        fb.assign(nf + 1, 0.0f);
+        std::memcpy(fb.data(), b.data(), b.size() < n ? b.size() : n);
+    }
+    // the first file's header (and one float more, overwritten by pixel 0)
+    size_t head = p.header_floats + 1 < nf ? p.header_floats + 1 : nf;
+    std::memcpy(out.data(), fa.data(), head * 4);
+    nb_float_add_stats st;
+    char err[kErrLen] = "";
+    int rc;
+    {
+        py::gil_scoped_release nogil;
+        rc = nb_float_add(&p, fa.data(), have_b ? fb.data() : nullptr, out.data(), &st, err, sizeof err);
+    }
+    if (rc != NB_OK) raise_engine(err, rc);
+    py::dict d;
+    d["output"] = py::bytes(reinterpret_cast<const char *>(out.data()), n);
+    d["pixels"] = p.pixels;
+#define S(name) d[#name] = st.name
+    S(valid); S(overflows); S(underflows); S(xy_scale); S(xy_offset); S(yx_scale); S(yx_offset);
+    S(max); S(min); S(mean); S(rms); S(rmsd); S(skewness); S(kurtosis); S(CC);
+    S(hist_binsize); S(hist_dropped); S(median); S(mad); S(median_max); S(median_min); S(n_median); S(n_mean);
+    S(rej_max); S(rej_min); S(rej_mean); S(rej_rms); S(rej_rmsd); S(rej_skewness); S(rej_kurtosis);
+#undef S
+    py::list hist;
+    if (st.hist)
+        for (long k = 0; k <= st.hist_bins; k++)
+            if (st.hist[k] > 0) hist.append(py::make_tuple((double)(st.hist_binsize * (float)k), st.hist[k]));
+    nb_float_add_stats_free(&st);
+    d["histogram"] = hist;
+    return d;
+}
+
 py::bytes smv_header_fields(const std::string &type, const py::list &fields) {
     std::vector<nb_smv_field> f;
     std::vector<std::string> keys;
@@ -271,6 +333,8 @@ void bind_companions(py::module_ &m) {
     m.def("amorphous", &amorphous, py::arg("params"), py::arg("table"), py::arg("sources") = py::none(),
           py::arg("pgm") = true, py::arg("noise") = true, py::arg("seed") = 0, py::arg("nthreads") = 0,
           "Amorphous scattering (nb_amorphous_*): the float image, its int/PGM/noise images and figures.");
+    m.def("float_add", &float_add, py::arg("a"), py::arg("b"), py::arg("params"),
+          "Add two float images (nb_float_add): the output bytes and the statistics.");
     m.def("smv_header_fields", &smv_header_fields, py::arg("type"), py::arg("fields"),
           "An SMV header from (key, value, integer) fields (nb_smv_header_fields).");
     m.def("pgm_header", &pgm_header, py::arg("width"), py::arg("height"), py::arg("scale"),

@@ -394,6 +394,35 @@ typedef struct nb_amorphous_stats {
 int nb_amorphous_render(const nb_amorphous *a, float *image, nb_amorphous_stats *st, int nthreads,
                         char *err, size_t errlen);
 
+/* ---- adding and describing float images (float_add) -------------------- */
+typedef struct nb_float_add_params {
+    float scale1, scale2, outscale, offset, outoffset;   /* floats, as the reference stores them */
+    int normalize;                /* relative difference instead of the sum */
+    int histogram, reject;
+    float binsize;                /* <= 0: rmsd/3 */
+    const float *ignore;          /* values marking invalid pixels */
+    int n_ignore;
+    size_t header_floats;         /* pixel j is at index header_floats + j */
+    size_t pixels;
+} nb_float_add_params;
+typedef struct nb_float_add_stats {
+    long valid, overflows, underflows;
+    double xy_scale, xy_offset, yx_scale, yx_offset;
+    double max, min, mean, rms, rmsd, skewness, kurtosis, CC;
+    /* histogram */
+    float hist_binsize;
+    long hist_bins, hist_dropped;
+    unsigned long *hist;          /* hist_bins + 1 counts; nb_float_add_stats_free() */
+    /* outlier rejection */
+    float median, mad, median_max, median_min;
+    long n_median, n_mean;
+    double rej_max, rej_min, rej_mean, rej_rms, rej_rmsd, rej_skewness, rej_kurtosis;
+} nb_float_add_stats;
+/* a, out: header_floats + pixels floats; b may be NULL (zeros) */
+int nb_float_add(const nb_float_add_params *p, const float *a, const float *b, float *out, nb_float_add_stats *st,
+                 char *err, size_t errlen);
+void nb_float_add_stats_free(nb_float_add_stats *st);
+
 #ifdef __cplusplus
 }
 #endif
