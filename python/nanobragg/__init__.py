@@ -10,7 +10,7 @@ The ``nanoBragg`` command (``python -m nanobragg``) takes the reference's flags.
 """
 from .params import args_to_params, UsageError
 
-__all__ = ["simulate", "Result", "args_to_params", "UsageError", "__version__"]
+__all__ = ["simulate", "Result", "background", "noisify", "args_to_params", "UsageError", "__version__"]
 
 
 def __getattr__(name):
@@ -20,6 +20,9 @@ def __getattr__(name):
     if name in ("simulate", "Result"):
         from . import api
         return getattr(api, name)
+    if name in ("background", "noisify"):   # the companions nonBragg and noisify (NumPy)
+        from .companions import api as companions_api
+        return getattr(companions_api, name)
     if name == "__version__":
         global __version__
         __version__ = _version()
