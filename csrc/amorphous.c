@@ -241,6 +241,14 @@ int nb_amorphous_init(const nb_amorphous_params *p, nb_amorphous *a, char *err, 
     if (rc == NB_OK) rc = make_table(p, a, err, errlen);
     if (rc != NB_OK) { nb_amorphous_free(a); return rc; }
     d->steps = (long)d->n_sources * d->oversample * d->oversample;
+    /* incident directions: from the source toward the sample */
+    a->incident = malloc(sizeof(double) * 3 * (size_t)d->n_sources);
+    if (a->incident == NULL) {
+        nb_set_error(err, errlen, "out of memory for %d sources", d->n_sources);
+        nb_amorphous_free(a);
+        return NB_ENOMEM;
+    }
+    for (int k = 0; k < 3 * d->n_sources; k++) a->incident[k] = -d->source_dir[k];
 
     /* beam and sample */
     d->fluence = p->fluence;
@@ -263,8 +271,8 @@ int nb_amorphous_init(const nb_amorphous_params *p, nb_amorphous *a, char *err, 
 void nb_amorphous_free(nb_amorphous *a)
 {
     nb_setup_free(&a->det);
-    free(a->stol_of); free(a->F_of); free(a->coef); free(a->stol_max); free(a->source_weight);
-    a->stol_of = a->F_of = a->coef = a->stol_max = a->source_weight = NULL;
+    free(a->stol_of); free(a->F_of); free(a->coef); free(a->stol_max); free(a->source_weight); free(a->incident);
+    a->stol_of = a->F_of = a->coef = a->stol_max = a->source_weight = a->incident = NULL;
 }
 
 /* The interval of s: i = j - 1 for the first j >= 2 with x_j > s, found on
@@ -317,8 +325,7 @@ static double render_row(const nb_amorphous *a, int spixel, float *row)
                                               : px * px / airpath / airpath * d->close_distance_m / airpath;
                 omega_sum += omega;
                 for (int k = 0; k < d->n_sources; k++) {
-                    const double *src = d->source_dir + 3 * k;
-                    double inc[3] = { -src[0], -src[1], -src[2] };
+                    const double *inc = a->incident + 3 * k;
                     double lam = d->source_lambda_m[k];
                     double q[3] = { (dif[0] - inc[0]) / lam, (dif[1] - inc[1]) / lam, (dif[2] - inc[2]) / lam };
                     double stol = 0.5 * nb_norm(q);

@@ -325,8 +325,27 @@ int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, 
     long seed = p->seed, calib_seed = p->calib_seed;
     nb_deviates dev;
     nb_deviates_init(&dev, &rng, &seed);
+    /* flicker and calibration scale the photons by gaussians: room for the
+     * largest of them in the ln Gamma cache */
+    double max_mean = 0.0;
+    for (size_t i = 0; i < pixels; i++) if (photons[i] > max_mean) max_mean = photons[i];
+    nb_deviates_cache_for(&dev, max_mean * (1.0 + 6.0 * (p->flicker + p->calibration)));
+    /* without them the means are known ahead: prepare them in parallel */
+    nb_poisson_pre *pre = NULL;
+    if (p->flicker <= 0.0 && p->calibration <= 0.0) {
+        pre = malloc(pixels * sizeof *pre);
+        if (pre) {
+#pragma omp parallel for schedule(static) num_threads(team_size(nthreads)) if (pixels > 100000)
+            for (long i = 0; i < (long)pixels; i++) nb_poisson_prepare(photons[i], &pre[i]);
+        }
+    }
     double sum = 0.0;
     for (size_t i = 0; i < pixels; i++) {
+        if (pre) {
+            photons[i] = nb_poidev_prepared(&dev, photons[i], &pre[i]);
+            sum += photons[i];
+            continue;
+        }
         double n = photons[i];
         if (p->flicker > 0.0) n *= (1.0 + p->flicker * nb_gaussdev(&dev));
         if (p->calibration > 0.0) {
@@ -337,6 +356,7 @@ int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, 
         photons[i] = nb_poidev(&dev, (float)n);
         sum += photons[i];
     }
+    free(pre);
     st->photons_before_psf = sum;
     const float *signal = photons;
     if (blurred != NULL) {
@@ -359,6 +379,7 @@ int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, 
         st->photons = sum;
         st->overloads = overloads;
     }
+    nb_deviates_free(&dev);
     free(photons); free(blurred);
     return rc;
 }

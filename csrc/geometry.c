@@ -42,35 +42,6 @@ void nb_rotate_axis(const double *v, double *out, const double *axis, double phi
     out[0] = r0; out[1] = r1; out[2] = r2;
 }
 
-double nb_polarization_factor(double kahn, const double *incident, const double *diffracted, const double *axis)
-{
-    double cos2t = nb_dot(incident, diffracted);
-    double cos2t_sqr = cos2t * cos2t, sin2t_sqr = 1 - cos2t_sqr, psi = 0.0;
-    if (kahn != 0.0) {
-        double B_in[3], E_in[3];
-        nb_cross(axis, incident, B_in);
-        nb_unitize(B_in, B_in);
-        nb_cross(incident, B_in, E_in);
-        nb_unitize(E_in, E_in);
-        psi = -atan2(nb_dot(diffracted, B_in), nb_dot(diffracted, E_in));
-    }
-    return 0.5 * (1.0 + cos2t_sqr - kahn * cos(2 * psi) * sin2t_sqr);
-}
-
-void nb_detector_point(const double *fdet, const double *sdet, const double *odet, const double *pix0,
-                       const double *beam, double distance_m, int curved, double F, double S, double O,
-                       double *pos)
-{
-    for (int i = 0; i < 3; ++i) pos[i] = F * fdet[i] + S * sdet[i] + O * odet[i] + pix0[i];
-    if (curved) {
-        /* a sphere of radius distance: the flat coordinates become angles */
-        double r[3], tmp[3];
-        nb_scale(beam, distance_m, r);
-        nb_rotate_axis(r, tmp, sdet, pos[1] / distance_m);
-        nb_rotate_axis(tmp, pos, fdet, pos[2] / distance_m);
-    }
-}
-
 void nb_rotate_umat(const double *v, double *out, const double *u)
 {
     double r0 = u[0]*v[0] + u[1]*v[1] + u[2]*v[2];

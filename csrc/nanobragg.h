@@ -379,7 +379,7 @@ typedef struct nb_amorphous {
     double *stol_of, *F_of, *coef;   /* padded table (1/m) and its interpolation weights */
     double *stol_max;             /* running maximum of stol_of (the interval search) */
     int n_points;
-    double *source_weight;
+    double *source_weight, *incident;   /* per source: weight, unit vector toward the sample */
     double sample_m[3], density_g_m3, molecules;
     double clipped[2];            /* height, width before the beam clipped them (0: not clipped) */
     int fmap;
