@@ -299,46 +299,96 @@ static double interpolate_F(const nb_amorphous *a, double s, int *hint)
     return d1 * d2 * d3 * c[0] + d0 * d2 * d3 * c[1] + d0 * d1 * d3 * c[2] + d0 * d1 * d2 * c[3];
 }
 
-/* one row of pixels; returns the row's summed solid angle */
-static double render_row(const nb_amorphous *a, int spixel, float *row)
+/* Per-thread buffers for one row of sub-pixels. */
+typedef struct { double *dx, *dy, *dz, *omega, *stol, *c2t; } row_buffers;
+
+static int buffers_alloc(row_buffers *b, size_t n)
+{
+    double *all = malloc(sizeof(double) * 6 * n);
+    if (all == NULL) return NB_ENOMEM;
+    b->dx = all; b->dy = all + n; b->dz = all + 2 * n; b->omega = all + 3 * n;
+    b->stol = all + 4 * n; b->c2t = all + 5 * n;
+    return NB_OK;
+}
+
+/* One row of pixels, one row of sub-pixels at a time: the geometry of every
+ * sub-pixel of the row in straight loops (which the compiler vectorises;
+ * IEEE operations give the same bits either way), then the table look-up
+ * and the sum per pixel.  Each pixel sums sub-pixel rows, then sources, then
+ * sub-pixel columns: a fixed order, whatever the thread count.  Returns the
+ * row's summed solid angle in *omega_out. */
+static int render_row(const nb_amorphous *a, int spixel, float *row, const row_buffers *b, double *omega_out)
 {
     const nb_setup *d = &a->det;
     const int ov = d->oversample;
-    const double sub = d->subpixel_m, px = d->pixel_m;
+    const double sub = d->subpixel_m, px = d->pixel_m, close = d->close_distance_m;
+    const double *f = d->fdet, *sv = d->sdet, *o = d->odet, *p0 = d->pix0_m;
     double omega_sum = 0.0;
+    *omega_out = 0.0;
+    for (int fp = 0; fp < d->fpixels; fp++) row[fp] = 0.0f;
+    if (spixel < d->roi_ymin || spixel > d->roi_ymax) return NB_OK;
+    int c0 = d->roi_xmin, c1 = d->roi_xmax < d->fpixels - 1 ? d->roi_xmax : d->fpixels - 1;
+    if (c0 > c1) return NB_OK;
+    const int m0 = c0 * ov, n = (c1 - c0 + 1) * ov;      /* sub-pixel columns m0 .. m0+n-1 */
+    double *dx = b->dx, *dy = b->dy, *dz = b->dz, *om = b->omega, *st = b->stol, *c2 = b->c2t;
     int hint = 1;
-    for (int fpixel = 0; fpixel < d->fpixels; fpixel++) {
-        if (fpixel < d->roi_xmin || fpixel > d->roi_xmax || spixel < d->roi_ymin || spixel > d->roi_ymax) {
-            row[fpixel] = 0.0f;
-            continue;
-        }
-        double I = 0.0, F = 0.0;
-        for (int subS = 0; subS < ov; subS++) {
-            for (int subF = 0; subF < ov; subF++) {
-                double Fdet = sub * (fpixel * ov + subF) + sub / 2.0;
-                double Sdet = sub * (spixel * ov + subS) + sub / 2.0;
-                double pos[3], dif[3];
-                nb_detector_point(d->fdet, d->sdet, d->odet, d->pix0_m, d->beam, d->distance_m, d->curved_det,
-                                  Fdet, Sdet, 0.0, pos);
-                double airpath = nb_unitize(pos, dif);
-                double omega = d->point_pixel ? 1.0 / airpath / airpath
-                                              : px * px / airpath / airpath * d->close_distance_m / airpath;
-                omega_sum += omega;
-                for (int k = 0; k < d->n_sources; k++) {
-                    const double *inc = a->incident + 3 * k;
-                    double lam = d->source_lambda_m[k];
-                    double q[3] = { (dif[0] - inc[0]) / lam, (dif[1] - inc[1]) / lam, (dif[2] - inc[2]) / lam };
-                    double stol = 0.5 * nb_norm(q);
-                    F = interpolate_F(a, stol, &hint);
-                    double sign = F < 0.0 ? -1.0 : 1.0;
-                    double polar = d->nopolar ? 1.0 : nb_polarization_factor(d->polarization, inc, dif, d->polar_vec);
-                    I += sign * F * F * polar * omega * a->source_weight[k];
-                }
+    double *acc = calloc(2 * (size_t)(c1 - c0 + 1), sizeof *acc);
+    if (acc == NULL) return NB_ENOMEM;
+    double *lastF = acc + (c1 - c0 + 1);     /* -Fmap: F of each pixel's last sub-pixel and source */
+    for (int subS = 0; subS < ov; subS++) {
+        const double Sdet = sub * (spixel * ov + subS) + sub / 2.0;
+        if (d->curved_det) {
+            for (int m = 0; m < n; m++) {
+                double pos[3];
+                nb_detector_point(f, sv, o, p0, d->beam, d->distance_m, 1, sub * (m0 + m) + sub / 2.0, Sdet, 0.0, pos);
+                dx[m] = pos[0]; dy[m] = pos[1]; dz[m] = pos[2];
+            }
+        } else {
+            for (int m = 0; m < n; m++) {
+                double Fdet = sub * (m0 + m) + sub / 2.0;
+                dx[m] = Fdet * f[0] + Sdet * sv[0] + 0.0 * o[0] + p0[0];
+                dy[m] = Fdet * f[1] + Sdet * sv[1] + 0.0 * o[1] + p0[1];
+                dz[m] = Fdet * f[2] + Sdet * sv[2] + 0.0 * o[2] + p0[2];
             }
         }
-        row[fpixel] = a->fmap ? (float)F : (float)(I * NB_RE_SQR * d->fluence * a->molecules / d->steps);
+        /* unit vectors toward the sub-pixels, and their solid angles */
+        for (int m = 0; m < n; m++) {
+            double r = sqrt(dx[m] * dx[m] + dy[m] * dy[m] + dz[m] * dz[m]);
+            dx[m] /= r; dy[m] /= r; dz[m] /= r;
+            om[m] = d->point_pixel ? 1.0 / r / r : px * px / r / r * close / r;
+        }
+        for (int m = 0; m < n; m++) omega_sum += om[m];
+        for (int k = 0; k < d->n_sources; k++) {
+            const double *inc = a->incident + 3 * k;
+            const double lam = d->source_lambda_m[k], w = a->source_weight[k];
+            for (int m = 0; m < n; m++) {
+                double qx = (dx[m] - inc[0]) / lam, qy = (dy[m] - inc[1]) / lam, qz = (dz[m] - inc[2]) / lam;
+                st[m] = 0.5 * sqrt(qx * qx + qy * qy + qz * qz);
+                c2[m] = inc[0] * dx[m] + inc[1] * dy[m] + inc[2] * dz[m];
+            }
+            const int last = subS == ov - 1 && k == d->n_sources - 1;
+            for (int m = 0; m < n; m++) {
+                double F = interpolate_F(a, st[m], &hint);
+                if (last && m % ov == ov - 1) lastF[m / ov] = F;
+                double sign = F < 0.0 ? -1.0 : 1.0;
+                double polar = 1.0;
+                if (!d->nopolar) {
+                    if (d->polarization == 0.0) {
+                        polar = 0.5 * (1.0 + c2[m] * c2[m] - 0.0);
+                    } else {
+                        double dif[3] = { dx[m], dy[m], dz[m] };
+                        polar = nb_polarization_factor(d->polarization, inc, dif, d->polar_vec);
+                    }
+                }
+                acc[m / ov] += sign * F * F * polar * om[m] * w;
+            }
+        }
     }
-    return omega_sum;
+    for (int c = c0; c <= c1; c++)
+        row[c] = a->fmap ? (float)lastF[c - c0] : (float)(acc[c - c0] * NB_RE_SQR * d->fluence * a->molecules / d->steps);
+    free(acc);
+    *omega_out = omega_sum;
+    return NB_OK;
 }
 
 int nb_amorphous_render(const nb_amorphous *a, float *image, nb_amorphous_stats *st, int nthreads,
@@ -354,9 +404,19 @@ int nb_amorphous_render(const nb_amorphous *a, float *image, nb_amorphous_stats 
     (void)nthreads;
 #endif
     if ((long)d->fpixels * d->spixels * d->steps < 200000) team = 1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
-    for (int sp = 0; sp < d->spixels; sp++)
-        row_omega[sp] = render_row(a, sp, image + (size_t)sp * (size_t)d->fpixels);
+    int failed = 0;
+#pragma omp parallel num_threads(team) reduction(|: failed)
+    {
+        row_buffers b;
+        int ok = buffers_alloc(&b, (size_t)d->fpixels * (size_t)d->oversample) == NB_OK;
+#pragma omp for schedule(dynamic, 1)
+        for (int sp = 0; sp < d->spixels; sp++) {
+            if (!ok || render_row(a, sp, image + (size_t)sp * (size_t)d->fpixels, &b, &row_omega[sp]) != NB_OK)
+                failed = 1;
+        }
+        if (ok) free(b.dx);
+    }
+    if (failed) { free(row_omega); nb_set_error(err, errlen, "out of memory"); return NB_ENOMEM; }
 
     /* statistics over the ROI in raster order, as the reference */
     nb_amorphous_stats s;
