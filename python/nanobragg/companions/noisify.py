@@ -230,6 +230,7 @@ def _run(argv: List[str]) -> int:
     if "header" in s:
         C.say(f"taking header from {s['header']}")
         header, raw_header = _read_header(s["header"])
+        C.say(f"reading {s['header']}")
     data = C.read_file(src, "-floatfile", 4 * C.MAX_PIXELS)
     nfloats = len(data) // 4
     width, height, pixel_m, warnings = image_size(s, nfloats, header)
@@ -242,8 +243,29 @@ def _run(argv: List[str]) -> int:
         C.say(f"WARNING: {src} holds {nfloats} of {pixels} pixels: the rest are 0")
     p = engine_params(s, width, height, pixel_m)
     C.say(f"importing {pixels} pixel intensites: {src}")
+    distance = s.get("distance", 100.0) / 1000.0
+    xbeam = s["Xbeam"] / 1000.0 if "Xbeam" in s else None
+    ybeam = s["Ybeam"] / 1000.0 if "Ybeam" in s else None
+    if header is not None:    # for the messages only: the header itself is copied as it is
+        v = header.value("DISTANCE")
+        distance = v / 1000.0 if v is not None else distance
+        v = header.value("BEAM_CENTER_X")
+        xbeam = v / 1000.0 if v is not None else xbeam
+        v = header.value("BEAM_CENTER_Y")
+        ybeam = pixel_m * height - v / 1000.0 if v is not None else ybeam
+    xbeam = pixel_m * width / 2.0 if xbeam is None else xbeam
+    ybeam = pixel_m * height / 2.0 if ybeam is None else ybeam
     C.say("  distance=%g detsize=%gx%g  pixel=%g meters (%dx%d pixels)"
-          % (s.get("distance", 100.0) / 1000.0, pixel_m * width, pixel_m * height, pixel_m, width, height))
+          % (distance, pixel_m * width, pixel_m * height, pixel_m, width, height))
+    C.say("  Xbeam=%g Ybeam=%g" % (xbeam, ybeam))
+    if p["psf"]:
+        what = "  Gaussian PSF fwhm = %g um " if p["psf"] == 1 else "  fiber PSF fwhm = %g um "
+        rad = p["psf_radius"]
+        if rad == 0:     # the reference says both
+            C.say(what % (p["psf_fwhm_px"] * pixel_m * 1e6) + "  with automatic rendering radius")
+            C.say("  with rendering radius: 0")
+        else:
+            C.say(what % (p["psf_fwhm_px"] * pixel_m * 1e6) + "  with rendering radius: %d" % rad)
     C.say("  seed: %d" % p["seed"])
     C.say("  calibration noise seed: %d" % p["calib_seed"])
     C.say("  calibration_noise = %g %%" % (p["calibration"] * 100))
@@ -259,6 +281,20 @@ def _run(argv: List[str]) -> int:
         C.say(f"WARNING: {r['negative_pixels']} negative intensities in {src}")
     C.say("maximum value in input file: %g ( %g on photon scale)"
           % (r["max_input"], r["max_input"] * p["scale"] * p["fluence_re2"]))
+    psf = r["psf"]
+
+    def say_psf() -> None:
+        if psf["max_photons"] or psf["auto_radius"]:
+            C.say("  maximum input photon/pixel: %g" % psf["max_photons"])
+        if psf["skipped"]:
+            C.say("WARNING: no photons, PSF skipped")
+        elif psf["auto_radius"]:
+            C.say("  auto-selected psf_radius = %d pixels" % psf["auto_radius"])
+        C.say("adding back %g lost photons" % psf["lost_photons"])
+
+    if r["psf_applied"] and r["noise_image"] is None:
+        C.say("  applying PSF to noiseless image width = %g pixels" % p["psf_fwhm_px"])
+        say_psf()
     bits = p["bits"]
     if header is not None:
         head = raw_header
@@ -274,7 +310,8 @@ def _run(argv: List[str]) -> int:
         if r["noise_image"] is not None:
             if r["psf_applied"]:
                 C.say("%.0f photons on noise image before PSF" % r["photons_before_psf"])
-                C.say("adding back %g lost photons" % r["psf"]["lost_photons"])
+                C.say("  applying PSF width = %g um" % (p["psf_fwhm_px"] * pixel_m * 1e6))
+                say_psf()
             C.say("%.0f photons on noise image (%d overloads)" % (r["photons"], r["overloads"]))
             C.say(f"writing {files['noisefile']} as {bits // 8}-byte integers")
             out.stage(files["noisefile"], [head, r["noise_image"]])
