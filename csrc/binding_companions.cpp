@@ -234,6 +234,14 @@ py::dict amorphous(const py::dict &kw, const py::object &table, const py::object
     g["fdet"] = py::make_tuple(d.fdet[0], d.fdet[1], d.fdet[2]);
     g["sdet"] = py::make_tuple(d.sdet[0], d.sdet[1], d.sdet[2]);
     g["roi"] = py::make_tuple(d.roi_xmin, d.roi_xmax, d.roi_ymin, d.roi_ymax);
+    g["beam"] = py::make_tuple(d.beam[0], d.beam[1], d.beam[2]);
+    g["polar_vec"] = py::make_tuple(d.polar_vec[0], d.polar_vec[1], d.polar_vec[2]);
+    g["hdivrange_rad"] = d.hdivrange_rad; g["hdivstep_rad"] = d.hdivstep_rad;
+    g["vdivrange_rad"] = d.vdivrange_rad; g["vdivstep_rad"] = d.vdivstep_rad;
+    g["divsteps"] = d.divsteps; g["dispersion"] = d.dispersion; g["dispsteps"] = d.dispsteps;
+    g["n_points"] = own.a.n_points; g["polarization"] = d.polarization; g["nopolar"] = d.nopolar;
+    g["curved_det"] = d.curved_det; g["point_pixel"] = d.point_pixel; g["fmap"] = own.a.fmap;
+    g["pivot"] = (int)d.pivot;
     g["log"] = std::string(d.log ? d.log : "");
     out["setup"] = g;
     return out;

@@ -359,8 +359,10 @@ def render(s: Dict[str, Any], pgm: bool = True, noise: bool = True, nthreads: in
     table, sources = read_inputs(s)
     p["table_x_to_stol"] = s["table"][1]
     seed = -int(s["seed"]) if "seed" in s else -int(time.time())
-    return _core.amorphous(p, array.array("d", table), None if sources is None else array.array("d", sources),
-                           pgm, noise, seed, nthreads)
+    r = _core.amorphous(p, array.array("d", table), None if sources is None else array.array("d", sources),
+                        pgm, noise, seed, nthreads)
+    r["seed"] = seed
+    return r
 
 
 def _run(argv: List[str]) -> int:
@@ -383,8 +385,20 @@ def _run(argv: List[str]) -> int:
         C.say("WARNING: clipping sample (%g m high) with beam (%g m)" % (h, g["sample_m"][1]))
     if w:
         C.say("WARNING: clipping sample (%g m wide) with beam (%g m)" % (w, g["sample_m"][2]))
+    C.say("pivoting detector around sample" if g["pivot"] else "pivoting detector around direct beam spot")
+    C.say("reading %s" % s["table"][0])
     for line in g["log"].splitlines():
         C.say(line)
+    v3 = lambda v: "%g %g %g" % tuple(v)
+    C.say("  %d initialized F points (will cubic-spline interpolate between them)" % g["n_points"])
+    C.say("  wave=%g meters +/- %g%% in %d steps" % (g["lambda0_m"], g["dispersion"] * 100, g["dispsteps"]))
+    C.say("  polarization effect disabled" if g["nopolar"] else "  Kahn polarization factor: %f" % g["polarization"])
+    if g["curved_det"]:
+        C.say("  curved detector: all pixels same distance from origin")
+    if g["point_pixel"]:
+        C.say("  pixel obliquity effect disabled")
+    if g["fmap"]:
+        C.say("  Fmap mode: plotting structure factor at every pixel")
     C.say("  incident fluence: %g photons/m^2" % g["fluence"])
     C.say("  sample is %g m thick x %g m high x %g m wide, %g g/cm^3 and %g g/mol (%g molecules)"
           % (g["sample_m"][0], g["sample_m"][1], g["sample_m"][2], g["density_g_m3"] / 1e6,
@@ -392,8 +406,21 @@ def _run(argv: List[str]) -> int:
     C.say("  distance=%g detsize=%gx%g  pixel=%g meters (%dx%d pixels)"
           % (g["distance_m"], g["detsize_f_m"], g["detsize_s_m"], g["pixel_m"], g["fpixels"], g["spixels"]))
     C.say("  Xbeam=%g Ybeam=%g" % (g["Xbeam_m"], g["Ybeam_m"]))
+    C.say("  detector origin: " + v3(g["pix0_m"]))
+    C.say("  DIRECTION_OF_DETECTOR_X-AXIS= " + v3(g["fdet"]))
+    C.say("  DIRECTION_OF_DETECTOR_Y-AXIS= " + v3(g["sdet"]))
+    C.say("  INCIDENT_BEAM_DIRECTION= " + v3(g["beam"]))
+    C.say("  POLARIZATION_PLANE_NORMAL= " + v3(g["polar_vec"]))
+    C.say("  roi: %d < x < %d && %d < y < %d" % tuple(g["roi"]))
+    C.say("  hdivrange=%g hdivstep=%g  radians" % (g["hdivrange_rad"], g["hdivstep_rad"]))
+    C.say("  vdivrange=%g vdivstep=%g  radians" % (g["vdivrange_rad"], g["vdivstep_rad"]))
+    C.say("  %d divergence steps" % g["divsteps"])
     C.say("  %d sources" % g["n_sources"])
     C.say("  %d pixel oversample steps" % g["oversample"])
+    if write_noise:
+        C.say()
+        C.say("  noise image paramters:")
+        C.say("  seed: %d" % r["seed"])
     C.say()
     C.say("solid angle subtended by detector = %g steradian ( %g%% sphere)"
           % (st["omega_sum"], 100 * st["omega_sum"] / 4 / math.pi))
