@@ -673,7 +673,10 @@ Smv *parse_smv(const py::object &obj) {
 
 }  // namespace
 
+void bind_companions(py::module_ &m);  // binding_companions.cpp
+
 PYBIND11_MODULE(_core, m) {
+    bind_companions(m);
     m.doc() = "nanobragg C engine (marshalling layer; see nanobragg.h)";
     m.attr("version") = NB_VERSION;
 

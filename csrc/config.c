@@ -67,15 +67,13 @@ void nb_params_init(nb_params *p)
  * reference fills in whichever of range, step and count the user left out.
  * The count stays a double until validate() has bounded it, so that an
  * absurd range/step ratio is inf, never undefined behaviour. */
-typedef struct { double range, step, count; } sweep;
-typedef enum { SWEEP_PHI, SWEEP_DIV, SWEEP_DISP, SWEEP_THICK } sweep_kind;
 enum { SWEEP_H, SWEEP_V, SWEEP_D, SWEEP_T, SWEEP_P, NSWEEPS };
 
-static void resolve_sweep(sweep *w, sweep_kind kind)
+void nb_resolve_sweep(nb_sweep *w, nb_sweep_kind kind)
 {
     /* the range a count alone spans; the thickness is split in two by default */
-    const double range_if_only_count = kind == SWEEP_PHI ? 1.0 / NB_RTD : kind == SWEEP_THICK ? 0.5e-6 : 1.0;
-    if (kind == SWEEP_PHI && w->count < 0) {
+    const double range_if_only_count = kind == NB_SWEEP_PHI ? 1.0 / NB_RTD : kind == NB_SWEEP_THICK ? 0.5e-6 : 1.0;
+    if (kind == NB_SWEEP_PHI && w->count < 0) {
         /* phi: an osc with no step makes two steps of half the range */
         if (w->range < 0.0) {
             if (w->step <= 0.0) { w->count = 1; w->range = 0.0; w->step = 0.0; }
@@ -84,13 +82,13 @@ static void resolve_sweep(sweep *w, sweep_kind kind)
         else w->count = ceil(w->range / w->step);
         return;
     }
-    if (kind == SWEEP_PHI && w->count == 0) w->count = 1;
+    if (kind == NB_SWEEP_PHI && w->count == 0) w->count = 1;
     if (w->count <= 0) {
         if (w->range < 0.0) {
             if (w->step <= 0.0) { w->count = 1; w->range = 0.0; w->step = 0.0; }
             else { w->range = w->step; w->count = 2; }
         } else if (w->step <= 0.0) {
-            if (kind == SWEEP_THICK) { w->count = 2; w->step = w->range / w->count; }
+            if (kind == NB_SWEEP_THICK) { w->count = 2; w->step = w->range / w->count; }
             else { w->step = w->range; w->count = 2; }
         } else {
             w->count = ceil(w->range / w->step);
@@ -99,7 +97,7 @@ static void resolve_sweep(sweep *w, sweep_kind kind)
         if (w->range < 0.0) {
             if (w->step <= 0.0) { w->range = range_if_only_count; w->step = w->range / w->count; }
             else { w->range = w->step; w->count = 2; }
-        } else if (w->step <= 0.0 && kind != SWEEP_PHI) {
+        } else if (w->step <= 0.0 && kind != NB_SWEEP_PHI) {
             if (w->count <= 1) w->count = 2;
             w->step = w->range / (w->count - 1);
         } else if (w->step < 0.0) {
@@ -107,25 +105,25 @@ static void resolve_sweep(sweep *w, sweep_kind kind)
         }
     }
     /* a sweep other than phi with no extent collapses to one sample */
-    if (kind != SWEEP_PHI && (w->range <= 0.0 || w->step <= 0.0 || w->count <= 0)) {
+    if (kind != NB_SWEEP_PHI && (w->range <= 0.0 || w->step <= 0.0 || w->count <= 0)) {
         w->count = 1; w->range = 0.0; w->step = 0.0;
     }
 }
 
 /* Every sweep in SI units (radians, fractions, metres), resolved: the one
  * place both validate() and sampling() take their step counts from. */
-static void resolve_sweeps(const nb_params *p, sweep w[NSWEEPS])
+static void resolve_sweeps(const nb_params *p, nb_sweep w[NSWEEPS])
 {
-    w[SWEEP_H] = (sweep){ p->hdivrange_mrad / 1000.0, p->hdivstep_mrad / 1000.0, p->hdivsteps };
-    w[SWEEP_V] = (sweep){ p->vdivrange_mrad / 1000.0, p->vdivstep_mrad / 1000.0, p->vdivsteps };
-    w[SWEEP_D] = (sweep){ p->dispersion_pct / 100.0, -1.0, p->dispsteps };
-    w[SWEEP_T] = (sweep){ p->detector_thick_um * 1e-6, -1.0, p->detector_thicksteps };
-    w[SWEEP_P] = (sweep){ p->osc_deg / NB_RTD, p->phistep_deg / NB_RTD, p->phisteps };
-    resolve_sweep(&w[SWEEP_H], SWEEP_DIV);
-    resolve_sweep(&w[SWEEP_V], SWEEP_DIV);
-    resolve_sweep(&w[SWEEP_D], SWEEP_DISP);
-    resolve_sweep(&w[SWEEP_T], SWEEP_THICK);
-    resolve_sweep(&w[SWEEP_P], SWEEP_PHI);
+    w[SWEEP_H] = (nb_sweep){ p->hdivrange_mrad / 1000.0, p->hdivstep_mrad / 1000.0, p->hdivsteps };
+    w[SWEEP_V] = (nb_sweep){ p->vdivrange_mrad / 1000.0, p->vdivstep_mrad / 1000.0, p->vdivsteps };
+    w[SWEEP_D] = (nb_sweep){ p->dispersion_pct / 100.0, -1.0, p->dispsteps };
+    w[SWEEP_T] = (nb_sweep){ p->detector_thick_um * 1e-6, -1.0, p->detector_thicksteps };
+    w[SWEEP_P] = (nb_sweep){ p->osc_deg / NB_RTD, p->phistep_deg / NB_RTD, p->phisteps };
+    nb_resolve_sweep(&w[SWEEP_H], NB_SWEEP_DIV);
+    nb_resolve_sweep(&w[SWEEP_V], NB_SWEEP_DIV);
+    nb_resolve_sweep(&w[SWEEP_D], NB_SWEEP_DISP);
+    nb_resolve_sweep(&w[SWEEP_T], NB_SWEEP_THICK);
+    nb_resolve_sweep(&w[SWEEP_P], NB_SWEEP_PHI);
 }
 
 /* Reject values that would make the simulation meaningless, crash, or need
@@ -178,7 +176,7 @@ static int validate(const nb_params *p, char *err, size_t errlen)
             p->roi[0], p->roi[1], p->roi[2], p->roi[3], f, sl);
 
     /* sampling: every sweep, the sources and the crystal orientations */
-    sweep w[NSWEEPS];
+    nb_sweep w[NSWEEPS];
     resolve_sweeps(p, w);
     double phi = w[SWEEP_P].count, hdiv = w[SWEEP_H].count, vdiv = w[SWEEP_V].count;
     double disp = w[SWEEP_D].count, thick = w[SWEEP_T].count;
@@ -253,9 +251,9 @@ static void beam_intensity(const nb_params *p, nb_setup *s, double sample_m[3])
 
 static void sampling(const nb_params *p, nb_setup *s)
 {
-    sweep w[NSWEEPS];
+    nb_sweep w[NSWEEPS];
     resolve_sweeps(p, w);       /* counts bounded by validate(): they fit an int */
-    const sweep phi = w[SWEEP_P], hdiv = w[SWEEP_H], vdiv = w[SWEEP_V], disp = w[SWEEP_D], thick = w[SWEEP_T];
+    const nb_sweep phi = w[SWEEP_P], hdiv = w[SWEEP_H], vdiv = w[SWEEP_V], disp = w[SWEEP_D], thick = w[SWEEP_T];
     s->osc_rad = phi.range; s->phistep_rad = phi.step; s->phisteps = (int)phi.count;
     s->phi0_rad = p->phi_deg / NB_RTD;
 

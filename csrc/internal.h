@@ -40,6 +40,44 @@ void nb_rotate_xyz(const double *v, double *out, double rx, double ry, double rz
 void nb_rotate_axis(const double *v, double *out, const double *axis, double phi);
 void nb_rotate_umat(const double *v, double *out, const double *umat);
 
+/* Kahn polarization factor for an incident and a diffracted unit vector:
+ * 0.5 (1 + cos^2 2theta - K cos 2psi sin^2 2theta), psi the azimuth of the
+ * diffracted ray about the incident E-vector.  Inline: the renderers call
+ * it per sample. */
+static inline double nb_polarization_factor(double kahn, const double *incident, const double *diffracted,
+                                            const double *axis)
+{
+    double cos2t = nb_dot(incident, diffracted);
+    double cos2t_sqr = cos2t * cos2t, sin2t_sqr = 1 - cos2t_sqr, psi = 0.0;
+    if (kahn != 0.0) {
+        double B_in[3], E_in[3];
+        nb_cross(axis, incident, B_in);
+        nb_unitize(B_in, B_in);
+        nb_cross(incident, B_in, E_in);
+        nb_unitize(E_in, E_in);
+        psi = -atan2(nb_dot(diffracted, B_in), nb_dot(diffracted, E_in));
+    }
+    return 0.5 * (1.0 + cos2t_sqr - kahn * cos(2 * psi) * sin2t_sqr);
+}
+
+/* A point of the detector at (F, S, O) along its axes from pix0 (m); on a
+ * curved detector the flat coordinates become angles on a sphere of radius
+ * distance.  Inline: the renderers call it per sub-pixel. */
+static inline void nb_detector_point(const double *fdet, const double *sdet, const double *odet, const double *pix0,
+                                     const double *beam, double distance_m, int curved, double F, double S,
+                                     double O, double *pos)
+{
+    for (int i = 0; i < 3; ++i) pos[i] = F * fdet[i] + S * sdet[i] + O * odet[i] + pix0[i];
+    if (curved) {
+        /* a sphere of radius distance: the flat coordinates become angles */
+        double r[3], tmp[3];
+        nb_scale(beam, distance_m, r);
+        nb_rotate_axis(r, tmp, sdet, pos[1] / distance_m);
+        nb_rotate_axis(tmp, pos, fdet, pos[2] / distance_m);
+    }
+}
+
+
 /* random orientations (noise.c): a rotation drawn uniformly within a
  * spherical cap of the given angular radius, as the reference draws it
  * (single-precision spread, three uniform deviates per matrix). */
@@ -52,10 +90,32 @@ typedef struct nb_deviates {
     long *idum;
     int gauss_has_spare; float gauss_spare;   /* Box-Muller keeps one deviate */
     float pois_oldm, pois_sq, pois_alxm, pois_g;
+    float *lgamma_int;            /* optional cache of ln Gamma(k+1), NAN = not yet computed */
+    size_t lgamma_n;
 } nb_deviates;
 void nb_deviates_init(nb_deviates *d, nb_rng *rng, long *idum);
+/* cache ln Gamma(k+1) for k < n (the rejection method's integer candidates);
+ * the same values, computed once; returns 0 if out of memory (no cache) */
+int nb_deviates_cache(nb_deviates *d, size_t n);
+void nb_deviates_free(nb_deviates *d);
+/* the cache sized for means up to max_mean (none if the rejection method is not used) */
+void nb_deviates_cache_for(nb_deviates *d, double max_mean);
 float nb_poidev(nb_deviates *d, float mean);
 float nb_gaussdev(nb_deviates *d);
+/* What nb_poidev computes from the mean alone, ahead of the stream (in
+ * parallel): nb_poidev_prepared() then draws the same deviate as nb_poidev. */
+typedef struct { float sq, alxm, g; } nb_poisson_pre;
+void nb_poisson_prepare(float mean, nb_poisson_pre *pre);
+float nb_poidev_prepared(nb_deviates *d, float mean, const nb_poisson_pre *pre);
+
+/* One sampled dimension (phi, divergence, dispersion, sensor depth): the
+ * reference fills in whichever of range, step and count the user left out
+ * (config.c, the one copy of the rules, also used by the amorphous renderer);
+ * a sweep other than phi with no extent collapses to one sample.  The count
+ * is a double until the caller has bounded it. */
+typedef struct { double range, step, count; } nb_sweep;
+typedef enum { NB_SWEEP_PHI, NB_SWEEP_DIV, NB_SWEEP_DISP, NB_SWEEP_THICK } nb_sweep_kind;
+void nb_resolve_sweep(nb_sweep *w, nb_sweep_kind kind);
 
 /* the error message and the setup's log (log.c) */
 void nb_log(nb_setup *s, const char *fmt, ...)

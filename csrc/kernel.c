@@ -88,33 +88,11 @@ static int samples_alloc(samples *b, int cap)
  * sub-pixel of the last sensor layer. */
 typedef struct { double omega, polar, capture, omega_sum; } pixel_factors;
 
-/* Kahn polarization factor for an incident and a diffracted unit vector. */
-static double polarization_factor(double kahn, const double *incident, const double *diffracted, const double *axis)
-{
-    double cos2t = nb_dot(incident, diffracted);
-    double cos2t_sqr = cos2t * cos2t, sin2t_sqr = 1 - cos2t_sqr, psi = 0.0;
-    if (kahn != 0.0) {
-        double B_in[3], E_in[3];
-        nb_cross(axis, incident, B_in);
-        nb_unitize(B_in, B_in);
-        nb_cross(incident, B_in, E_in);
-        nb_unitize(E_in, E_in);
-        psi = -atan2(nb_dot(diffracted, B_in), nb_dot(diffracted, E_in));
-    }
-    return 0.5 * (1.0 + cos2t_sqr - kahn * cos(2 * psi) * sin2t_sqr);
-}
-
 /* Sub-pixel centre in the lab frame (m). */
 static void subpixel_position(const nb_setup *s, double Fdet, double Sdet, double Odet, double *pos)
 {
-    for (int i = 0; i < 3; ++i) pos[i] = Fdet * s->fdet[i] + Sdet * s->sdet[i] + Odet * s->odet[i] + s->pix0_m[i];
-    if (s->curved_det) {
-        /* a sphere of radius distance: the flat coordinates become angles */
-        double r[3], tmp[3];
-        nb_scale(s->beam, s->distance_m, r);
-        nb_rotate_axis(r, tmp, s->sdet, pos[1] / s->distance_m);
-        nb_rotate_axis(tmp, pos, s->fdet, pos[2] / s->distance_m);
-    }
+    nb_detector_point(s->fdet, s->sdet, s->odet, s->pix0_m, s->beam, s->distance_m, s->curved_det,
+                      Fdet, Sdet, Odet, pos);
 }
 
 /* Append the pixel's samples to b; returns its once-per-pixel factors. */
@@ -153,7 +131,7 @@ static pixel_factors sample_pixel(const nb_setup *s, int fpixel, int spixel, sam
                     double stol = 0.5 * nb_norm(S);
                     if (s->dmin_m > 0.0 && stol > 0.0 && s->dmin_m > 0.5 / stol) continue;
                     if (pf.polar == 0.0 || s->oversample_polar)
-                        pf.polar = polarization_factor(s->polarization, incident, d, s->polar_vec);
+                        pf.polar = nb_polarization_factor(s->polarization, incident, d, s->polar_vec);
                     double w = 1.0;
                     if (s->oversample_thick) w *= pf.capture;
                     if (s->oversample_polar) w *= pf.polar;

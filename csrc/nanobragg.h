@@ -298,6 +298,12 @@ void nb_smv_header(const nb_setup *s, char header[NB_SMV_HEADER_BYTES]);
  * nb_smv_header() gives the first 512 bytes of it. */
 size_t nb_smv_header_text(const nb_setup *s, char *out, size_t outlen);
 size_t nb_pgm_header(const nb_setup *s, double pgm_scale, char *out, size_t outlen);
+size_t nb_pgm_header_size(int width, int height, double pgm_scale, char *out, size_t outlen);
+/* A header of the companion programs: HEADER_BYTES, DIM, BYTE_ORDER, TYPE,
+ * then each "KEY=value;" (%g, or %d when integer), then DETECTOR_SN and
+ * BEAMLINE; padded as nb_smv_header_text().  Returns the length. */
+typedef struct nb_smv_field { const char *key; double value; int integer; } nb_smv_field;
+size_t nb_smv_header_fields(const char *type, const nb_smv_field *fields, int nfields, char *out, size_t outlen);
 typedef struct nb_smv {
     int header_bytes, width, height, swap_bytes;
     char *header;                 /* NUL-terminated header text */
@@ -306,6 +312,139 @@ typedef struct nb_smv {
 int nb_smv_parse(const unsigned char *buf, size_t len, nb_smv *out, char *err, size_t errlen);
 double nb_smv_value(const nb_smv *smv, const char *keyword);   /* NAN if absent */
 void nb_smv_free(nb_smv *smv);
+
+
+/* ---- detector response (noisify): photons -> counts -> ADU ------------ */
+typedef enum { NB_PSF_NONE = 0, NB_PSF_GAUSS = 1, NB_PSF_FIBER = 2 } nb_psf_kind;
+typedef struct nb_psf_info {
+    double max_photons;           /* brightest pixel (automatic radius only) */
+    int auto_radius;              /* radius chosen from it; 0 if given */
+    int radius;                   /* kernel radius used (pixels) */
+    int skipped;                  /* automatic radius and no photons: image left all zero */
+    double lost_photons;          /* photons outside the radius, spread evenly */
+} nb_psf_info;
+/* Blur w x h photons with the detector's PSF (FWHM in pixels; radius <= 0:
+ * automatic, per pixel); out must not alias in. */
+int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, double fwhm_px, int radius_px,
+                 nb_psf_info *info, int nthreads, char *err, size_t errlen);
+
+typedef struct nb_noisify_params {
+    int width, height;
+    double fluence_re2;           /* fluence (photons/m^2) x r_e^2 (m^2): 1 puts the input on a photon scale */
+    double scale;                 /* multiplies every input value */
+    double gain;                  /* ADU per photon */
+    double adc_offset;            /* ADU added to every pixel */
+    double readout;               /* read-out noise (ADU rms) */
+    double flicker, calibration;  /* fractional rms: per shot, per pixel */
+    long seed, calib_seed;        /* reference-internal (negated) seeds */
+    nb_psf_kind psf;
+    double psf_fwhm_px;
+    int psf_radius;               /* pixels; 0 = automatic */
+    int bits;                     /* 16 or 32 bits per output pixel */
+    int noise;                    /* 0: only the noiseless images */
+} nb_noisify_params;
+typedef struct nb_noisify_stats {
+    double max_input;             /* largest input value */
+    long negative_pixels;
+    double photons_before_psf;    /* Poisson counts summed */
+    double photons;               /* signal summed after the PSF */
+    long overloads;               /* noise-image pixels clipped */
+    int psf_applied;
+    nb_psf_info psf;
+} nb_noisify_stats;
+void nb_noisify_params_init(nb_noisify_params *p);
+/* int_image/noise_image: width*height uint16 or uint32 (p->bits), either may
+ * be NULL; pgm: width*height bytes or NULL.  noise_image is filled only when
+ * p->noise. */
+int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, uint8_t *pgm, void *noise_image,
+               nb_noisify_stats *st, int nthreads, char *err, size_t errlen);
+
+/* ---- amorphous scattering (nonBragg) ----------------------------------- */
+typedef struct nb_amorphous_params {
+    /* detector */
+    int fpixels, spixels;
+    double pixel_m, detsize_f_m, detsize_s_m;
+    double distance_m;
+    double close_distance_m;      /* NAN: ratio x distance */
+    double Xbeam_m, Ybeam_m, Xclose_m, Yclose_m;   /* NAN: the defaults */
+    nb_pivot pivot;
+    double fdet[3], sdet[3], beam[3], polar_vec[3], twotheta_axis[3];
+    double rot_rad[3], twotheta_rad;
+    int curved_det, point_pixel, nopolar;
+    int fmap;                     /* store F itself instead of the intensity */
+    double polarization;          /* Kahn factor */
+    int oversample;               /* <= 0: 1 */
+    int roi[4];                   /* xmin xmax ymin ymax, inclusive; -1 = edge */
+    /* beam */
+    double lambda0_m, dispersion; /* dispersion: fraction */
+    int dispsteps, hdivsteps, vdivsteps;          /* -1 = auto */
+    double hdivrange_rad, vdivrange_rad, hdivstep_rad, vdivstep_rad;   /* -1 = auto */
+    int round_div;
+    double source_distance_m;
+    const double *sources;        /* n_sources rows X Y Z (m) weight lambda (m); NAN = default */
+    int n_sources;
+    double fluence, flux, exposure_s, beamsize_m;  /* flux != 0: fluence = flux exposure / beamsize^2 */
+    /* sample */
+    double sample_m[3];           /* thickness (along the beam), width, height */
+    double density_g_m3, molecular_weight;   /* g/m^3, g/mol */
+    double molecules;             /* != 0: overrides the density */
+    /* F against x (n_table rows x F; F NAN = 0); sin(theta)/lambda (1/m) = x * table_x_to_stol */
+    const double *table;
+    int n_table;
+    double table_x_to_stol;
+    /* output scaling */
+    double adc_offset, intfile_scale, pgm_scale;
+} nb_amorphous_params;
+void nb_amorphous_params_init(nb_amorphous_params *p);
+
+typedef struct nb_amorphous {
+    nb_setup det;                 /* the placed detector, sources and output scaling (nb_int_image & co read it) */
+    double *stol_of, *F_of, *coef;   /* padded table (1/m) and its interpolation weights */
+    double *stol_max;             /* running maximum of stol_of (the interval search) */
+    int n_points;
+    double *source_weight, *incident;   /* per source: weight, unit vector toward the sample */
+    double sample_m[3], density_g_m3, molecules;
+    double clipped[2];            /* height, width before the beam clipped them (0: not clipped) */
+    int fmap;
+} nb_amorphous;
+int nb_amorphous_init(const nb_amorphous_params *p, nb_amorphous *a, char *err, size_t errlen);
+void nb_amorphous_free(nb_amorphous *a);
+
+typedef struct nb_amorphous_stats {
+    double max_I, max_I_x_m, max_I_y_m, mean, rms, rmsd, omega_sum;
+    long n;                       /* pixels in the ROI */
+} nb_amorphous_stats;
+int nb_amorphous_render(const nb_amorphous *a, float *image, nb_amorphous_stats *st, int nthreads,
+                        char *err, size_t errlen);
+
+/* ---- adding and describing float images (float_add) -------------------- */
+typedef struct nb_float_add_params {
+    float scale1, scale2, outscale, offset, outoffset;   /* floats, as the reference stores them */
+    int normalize;                /* relative difference instead of the sum */
+    int histogram, reject;
+    float binsize;                /* <= 0: rmsd/3 */
+    const float *ignore;          /* values marking invalid pixels */
+    int n_ignore;
+    size_t header_floats;         /* pixel j is at index header_floats + j */
+    size_t pixels;
+} nb_float_add_params;
+typedef struct nb_float_add_stats {
+    long valid, overflows, underflows;
+    double xy_scale, xy_offset, yx_scale, yx_offset;
+    double max, min, mean, rms, rmsd, skewness, kurtosis, CC;
+    /* histogram */
+    float hist_binsize;
+    long hist_bins, hist_dropped;
+    unsigned long *hist;          /* hist_bins + 1 counts; nb_float_add_stats_free() */
+    /* outlier rejection */
+    float median, mad, median_max, median_min;
+    long n_median, n_mean;
+    double rej_max, rej_min, rej_mean, rej_rms, rej_rmsd, rej_skewness, rej_kurtosis;
+} nb_float_add_stats;
+/* a, out: header_floats + pixels floats; b may be NULL (zeros) */
+int nb_float_add(const nb_float_add_params *p, const float *a, const float *b, float *out, nb_float_add_stats *st,
+                 char *err, size_t errlen);
+void nb_float_add_stats_free(nb_float_add_stats *st);
 
 #ifdef __cplusplus
 }

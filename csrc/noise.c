@@ -7,6 +7,7 @@
  * photon counts bit for bit.  State the reference keeps in function-local
  * statics lives in nb_deviates instead.
  */
+#include <stdlib.h>
 #include "internal.h"
 
 /* above this mean the rejection method gets slow: use the normal limit */
@@ -22,6 +23,24 @@ void nb_deviates_init(nb_deviates *d, nb_rng *rng, long *idum)
     d->gauss_spare = 0.0f;
     d->pois_oldm = -1.0f;            /* no mean cached yet */
     d->pois_sq = d->pois_alxm = d->pois_g = 0.0f;
+    d->lgamma_int = NULL;
+    d->lgamma_n = 0;
+}
+
+int nb_deviates_cache(nb_deviates *d, size_t n)
+{
+    free(d->lgamma_int);
+    d->lgamma_int = malloc(n * sizeof *d->lgamma_int);
+    d->lgamma_n = d->lgamma_int ? n : 0;
+    for (size_t i = 0; i < d->lgamma_n; i++) d->lgamma_int[i] = NAN;
+    return d->lgamma_int != NULL;
+}
+
+void nb_deviates_free(nb_deviates *d)
+{
+    free(d->lgamma_int);
+    d->lgamma_int = NULL;
+    d->lgamma_n = 0;
 }
 
 static float uniform(nb_deviates *d) { return nb_ran1(d->rng, d->idum); }
@@ -77,28 +96,79 @@ static float poisson_direct(nb_deviates *d, float mean)
     return count;
 }
 
+/* ln Gamma(k + 1) of an integral candidate k >= 0, from the cache when it
+ * covers k (a float holds integers exactly below 2^24) */
+static float log_gamma_count(nb_deviates *d, float k)
+{
+    if (k < (float)d->lgamma_n) {
+        size_t i = (size_t)k;
+        float v = d->lgamma_int[i];
+        if (v != v) d->lgamma_int[i] = v = log_gamma(k + 1.0);
+        return v;
+    }
+    return log_gamma(k + 1.0);
+}
+
+/* the constants of the rejection method for this mean */
+static void rejection_constants(float mean, float *sq, float *alxm, float *g)
+{
+    *sq = sqrt(2.0 * mean);
+    *alxm = log(mean);
+    *g = mean * *alxm - log_gamma(mean + 1.0);
+}
+
 /* larger means: rejection from a Lorentzian envelope centred on the mean,
  * width sqrt(2 mean), scaled by 0.9 so that it always lies above */
-static float poisson_rejection(nb_deviates *d, float mean)
+static float poisson_rejection_with(nb_deviates *d, float mean, float sq, float alxm, float g)
 {
-    if (mean != d->pois_oldm) {
-        d->pois_oldm = mean;
-        d->pois_sq = sqrt(2.0 * mean);
-        d->pois_alxm = log(mean);
-        d->pois_g = mean * d->pois_alxm - log_gamma(mean + 1.0);
-    }
     float k, accept, lor;
     do {
         do {
             lor = tan(M_PI * uniform(d));
-            k = d->pois_sq * lor + mean;
+            k = sq * lor + mean;
         } while (k < 0.0);
         k = floor(k);
         /* ratio of the Poisson probability at k to the envelope */
         accept = 0.9 * (1.0 + lor * lor)
-                 * exp(k * d->pois_alxm - log_gamma(k + 1.0) - d->pois_g);
+                 * exp(k * alxm - log_gamma_count(d, k) - g);
     } while (uniform(d) > accept);
     return k;
+}
+
+static float poisson_rejection(nb_deviates *d, float mean)
+{
+    if (mean != d->pois_oldm) {
+        d->pois_oldm = mean;
+        rejection_constants(mean, &d->pois_sq, &d->pois_alxm, &d->pois_g);
+    }
+    return poisson_rejection_with(d, mean, d->pois_sq, d->pois_alxm, d->pois_g);
+}
+
+void nb_poisson_prepare(float mean, nb_poisson_pre *pre)
+{
+    pre->sq = pre->alxm = pre->g = 0.0f;
+    if (mean > POISSON_GAUSS_LIMIT) return;
+    if (mean < POISSON_DIRECT_LIMIT) { pre->g = exp(-mean); return; }
+    rejection_constants(mean, &pre->sq, &pre->alxm, &pre->g);
+}
+
+float nb_poidev_prepared(nb_deviates *d, float mean, const nb_poisson_pre *pre)
+{
+    if (mean > POISSON_GAUSS_LIMIT) return mean + sqrt(mean) * nb_gaussdev(d);
+    /* leave the cache as nb_poidev would have left it */
+    d->pois_oldm = mean;
+    d->pois_g = pre->g;
+    if (mean < POISSON_DIRECT_LIMIT) {
+        float count = -1, product = 1.0;
+        do {
+            ++count;
+            product *= uniform(d);
+        } while (product > pre->g);
+        return count;
+    }
+    d->pois_sq = pre->sq;
+    d->pois_alxm = pre->alxm;
+    return poisson_rejection_with(d, mean, pre->sq, pre->alxm, pre->g);
 }
 
 float nb_poidev(nb_deviates *d, float mean)
@@ -117,6 +187,13 @@ static uint16_t to_u16_like_x86(double v)
     return (uint16_t)(long)v;
 }
 
+/* cache ln Gamma for integer candidates up to a bit past the largest mean */
+static void cache_for_means(nb_deviates *dev, double max_mean)
+{
+    if (max_mean >= POISSON_DIRECT_LIMIT && max_mean <= POISSON_GAUSS_LIMIT)
+        nb_deviates_cache(dev, (size_t)(1.25 * max_mean) + 64);
+}
+
 void nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *out,
                     double *photons, long *overloads)
 {
@@ -125,19 +202,35 @@ void nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *
     nb_deviates dev;
     nb_deviates_init(&dev, &rng, &idum);
 
+    /* what each pixel's deviate needs from its mean alone, computed ahead
+     * in parallel; the draws themselves follow one stream in raster order */
+    size_t pixels = (size_t)s->fpixels * (size_t)s->spixels;
+    nb_poisson_pre *pre = malloc(pixels * sizeof *pre);
+    double max_mean = 0.0;
+    for (size_t i = 0; i < pixels; i++) if (image[i] > max_mean) max_mean = image[i];
+    cache_for_means(&dev, max_mean);
+    if (pre) {
+#pragma omp parallel for schedule(static) if (pixels > 100000)
+        for (long i = 0; i < (long)pixels; i++) nb_poisson_prepare(image[i], &pre[i]);
+    }
+
     double total = 0.0;
     long clipped = 0;
     size_t idx = 0;
     for (int slow = 0; slow < s->spixels; slow++) {
         for (int fast = 0; fast < s->fpixels; fast++, idx++) {
             if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
-            double counts = nb_poidev(&dev, image[idx]);
+            double counts = pre ? nb_poidev_prepared(&dev, image[idx], &pre[idx]) : nb_poidev(&dev, image[idx]);
             total += counts;
             counts += s->adc_offset;
             if (counts > 65535.0) { counts = 65535.0; ++clipped; }
             out[idx] = to_u16_like_x86(counts);
         }
     }
+    free(pre);
+    nb_deviates_free(&dev);
     if (photons) *photons = total;
     if (overloads) *overloads = clipped;
 }
+
+void nb_deviates_cache_for(nb_deviates *dev, double max_mean) { cache_for_means(dev, max_mean); }

@@ -47,6 +47,24 @@ static void put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
     if (n > 0) *len += (size_t)n;
 }
 
+/* the first keys of every header the programs write */
+static void put_prologue(char *text, size_t cap, size_t *n, const char *type)
+{
+    put(text, cap, n, "{\nHEADER_BYTES=%d;\nDIM=2;\nBYTE_ORDER=%s;\nTYPE=%s;\n",
+        NB_SMV_HEADER_BYTES, host_byte_order(), type);
+}
+
+/* the closing keys, then spaces up to the nominal size (a longer text
+ * stays unpadded, as the reference's fprintf loop leaves it) */
+static size_t finish_header(char *text, size_t cap, size_t n, char *out, size_t outlen)
+{
+    put(text, cap, &n, "DETECTOR_SN=000;\nBEAMLINE=fake;\n}\f");
+    if (n >= cap) n = cap - 1;      /* cannot happen with %g fields; stay in bounds */
+    size_t total = n < NB_SMV_HEADER_BYTES ? NB_SMV_HEADER_BYTES : n;
+    for (size_t i = 0; i < outlen && i < total; i++) out[i] = i < n ? text[i] : ' ';
+    return total;
+}
+
 size_t nb_smv_header_text(const nb_setup *s, char *out, size_t outlen)
 {
     const double mm = 1000.0, deg = NB_RTD;
@@ -54,8 +72,7 @@ size_t nb_smv_header_text(const nb_setup *s, char *out, size_t outlen)
     char text[2048];
     size_t n = 0, cap = sizeof text;
 
-    put(text, cap, &n, "{\nHEADER_BYTES=%d;\nDIM=2;\nBYTE_ORDER=%s;\nTYPE=unsigned_short;\n",
-        NB_SMV_HEADER_BYTES, host_byte_order());
+    put_prologue(text, cap, &n, "unsigned_short");
     put(text, cap, &n, "SIZE1=%d;\nSIZE2=%d;\n", s->fpixels, s->spixels);
     put(text, cap, &n, "PIXEL_SIZE=%g;\nDISTANCE=%g;\n", px * mm, s->distance_m * mm);
     put(text, cap, &n, "WAVELENGTH=%g;\n", s->lambda0_m * 1e10);
@@ -73,13 +90,19 @@ size_t nb_smv_header_text(const nb_setup *s, char *out, size_t outlen)
     put(text, cap, &n, "PHI=%g;\nOSC_START=%g;\nOSC_RANGE=%g;\n",
         s->phi0_rad * deg, s->phi0_rad * deg, s->osc_rad * deg);
     put(text, cap, &n, "TWOTHETA=%g;\n", s->twotheta_rad * deg);
-    put(text, cap, &n, "DETECTOR_SN=000;\nBEAMLINE=fake;\n}\f");
+    return finish_header(text, cap, n, out, outlen);
+}
 
-    if (n >= cap) n = cap - 1;      /* cannot happen with %g fields; stay in bounds */
-    /* spaces up to the nominal size; a longer text stays unpadded */
-    size_t total = n < NB_SMV_HEADER_BYTES ? NB_SMV_HEADER_BYTES : n;
-    for (size_t i = 0; i < outlen && i < total; i++) out[i] = i < n ? text[i] : ' ';
-    return total;
+size_t nb_smv_header_fields(const char *type, const nb_smv_field *fields, int nfields, char *out, size_t outlen)
+{
+    char text[4096];
+    size_t n = 0, cap = sizeof text;
+    put_prologue(text, cap, &n, type);
+    for (int i = 0; i < nfields; i++) {
+        if (fields[i].integer) put(text, cap, &n, "%s=%d;\n", fields[i].key, (int)fields[i].value);
+        else put(text, cap, &n, "%s=%g;\n", fields[i].key, fields[i].value);
+    }
+    return finish_header(text, cap, n, out, outlen);
 }
 
 void nb_smv_header(const nb_setup *s, char header[NB_SMV_HEADER_BYTES])
@@ -87,11 +110,15 @@ void nb_smv_header(const nb_setup *s, char header[NB_SMV_HEADER_BYTES])
     nb_smv_header_text(s, header, NB_SMV_HEADER_BYTES);
 }
 
+size_t nb_pgm_header_size(int width, int height, double pgm_scale, char *out, size_t outlen)
+{
+    int n = snprintf(out, outlen, "P5\n%d %d\n# pixels scaled by %g\n255\n", width, height, pgm_scale);
+    return n > 0 ? (size_t)n : 0;
+}
+
 size_t nb_pgm_header(const nb_setup *s, double pgm_scale, char *out, size_t outlen)
 {
-    int n = snprintf(out, outlen, "P5\n%d %d\n# pixels scaled by %g\n255\n",
-                     s->fpixels, s->spixels, pgm_scale);
-    return n > 0 ? (size_t)n : 0;
+    return nb_pgm_header_size(s->fpixels, s->spixels, pgm_scale, out, outlen);
 }
 
 /* ------------------------------------------------------------ reader ---- */

@@ -11,7 +11,8 @@ The ``nanoBragg`` command (``python -m nanobragg``) takes the reference's flags.
 from ._version import __version__
 from .params import args_to_params, UsageError
 
-__all__ = ["simulate", "Result", "args_to_params", "UsageError", "structure_factors", "read_image", "__version__"]
+__all__ = ["simulate", "Result", "background", "noisify", "args_to_params", "UsageError", "structure_factors",
+           "read_image", "__version__"]
 
 
 def __getattr__(name: str):
@@ -26,4 +27,7 @@ def __getattr__(name: str):
     if name == "read_image":
         from .images import read_image
         return read_image
+    if name in ("background", "noisify"):   # the companions nonBragg and noisify (NumPy)
+        from .companions import api as companions_api
+        return getattr(companions_api, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ import os
 import re
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the command does not load typing
-    from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+    from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 # No NumPy: the nanoBragg command uses everything here without it.
 
@@ -80,32 +80,38 @@ def parse_mat_values(text: str) -> List[float]:
     return nums
 
 
-def read_source_rows(text: str) -> "tuple[List[List[float]], List[int]]":
-    """A -sourcefile: one source per non-blank line, up to 5 numbers
-    X Y Z weight lambda(m) separated as the reference separates them
-    (" \t,;:!"); missing columns are NaN (the defaults), further columns are
-    ignored, as the reference does; '#' starts a comment line.  Unlike the
-    reference (which reads a word as 0) every one of the 5 columns must be a
-    number.  Returns (the rows, the line number of each row).  Raises
-    ValueError naming the line."""
+def read_number_rows(text: str, columns: Sequence[str]) -> "tuple[List[List[float]], List[int]]":
+    """A table of numbers, one row per non-blank line, columns separated as
+    the reference separates them (" \t,;:!"); '#' starts a comment line;
+    missing columns are NaN (the defaults), further columns are ignored, as
+    the reference does.  Unlike the reference (which reads a word as 0)
+    every one of the named columns must be a finite number.  Returns (the
+    rows, the line number of each row).  Raises ValueError naming the line
+    and the column."""
     rows: List[List[float]] = []
     lines: List[int] = []
+    n = len(columns)
     for lineno, line in enumerate(text.split("\n"), 1):
         toks = [t for t in _DELIMS.split(line) if t]
         if not toks or toks[0].startswith("#"):
             continue
         vals = []
-        for col, tok in zip(("X", "Y", "Z", "weight", "lambda"), toks[:5]):
+        for col, tok in zip(columns, toks[:n]):
             if not _STRICT_NUMBER.match(tok):
                 shown = tok if len(tok) <= 20 else tok[:20] + "..."
                 raise ValueError(f"line {lineno}: {col} '{shown}' is not a number")
             vals.append(float(tok))
         if not all(math.isfinite(v) for v in vals):
             raise ValueError(f"line {lineno}: numbers must be finite")
-        vals += [float("nan")] * (5 - len(vals))
+        vals += [float("nan")] * (n - len(vals))
         rows.append(vals)
         lines.append(lineno)
     return rows, lines
+
+
+def read_source_rows(text: str) -> "tuple[List[List[float]], List[int]]":
+    """A -sourcefile: one source per row of X Y Z weight lambda(m) (see read_number_rows)."""
+    return read_number_rows(text, ("X", "Y", "Z", "weight", "lambda"))
 
 
 def check_source_rows(rows: Sequence[Sequence[float]], where: Callable[[int], str]) -> None:
@@ -132,6 +138,8 @@ INPUT_LIMITS = {
     "mask": 2 * GIB,         # SMV: header + 2^28 16-bit pixels and then some
     "img": 2 * GIB,
     "stol": 256 << 20,
+    "floatfile": GIB,        # a raw float32 image of the engine's largest detector (2^28 pixels)
+    "header": 2 * GIB,       # noisify -header: an SMV file
 }
 MAX_THREADS = 1024            # threads= above this is refused (the engine caps at 4 per processor)
 _CHUNK = 1 << 20
@@ -349,6 +357,22 @@ class OutputSet:
 
     def __exit__(self, *exc) -> None:
         self.discard()
+
+
+def check_distinct_outputs(outputs: "Dict[str, str]") -> "Dict[str, str]":
+    """Refuse two outputs (flag -> path) naming one regular file, compared
+    by real path (one would be lost; /dev/null and other devices or FIFOs
+    may be named twice).  Returns real path -> flag."""
+    from .params import UsageError
+    seen: "Dict[str, str]" = {}
+    for flag, path in outputs.items():
+        if not is_regular_target(path):
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UsageError(f"{seen[real]} and {flag} both name '{path}': one output would overwrite the other")
+        seen[real] = flag
+    return seen
 
 
 def check_writable(paths: Sequence[str]) -> None:

@@ -441,14 +441,7 @@ def check_paths(params: Mapping[str, Any]) -> Dict[str, str]:
         out["-dump"] = dump
     else:
         inputs["-dump"] = dump
-    seen: Dict[str, str] = {}
-    for flag, path in out.items():
-        if not _io.is_regular_target(path):
-            continue          # /dev/null, a FIFO, /dev/stdout: written through, may be named twice
-        real = os.path.realpath(path)
-        if real in seen:
-            raise UsageError(f"{seen[real]} and {flag} both name '{path}': one output would overwrite the other")
-        seen[real] = flag
+    seen = _io.check_distinct_outputs(out)
     for flag, path in inputs.items():
         real = os.path.realpath(path)
         if real in seen:

@@ -1,0 +1,408 @@
+/*
+ * detector_noise.c - from photons per pixel to detector counts (noisify).
+ *
+ * Steps, in the reference's order: photons = (fluence r_e^2) scale value;
+ * the noiseless integer image (blurred by the PSF when no noise is drawn);
+ * then per pixel in raster order beam flicker, calibration error and a
+ * Poisson count; the point-spread function spreads the counts; gain, ADC
+ * offset and read-out noise make ADUs.  The deviates are one sequential
+ * stream (nb_deviates, Numerical Recipes), so the noise loop is serial; the
+ * PSF is parallel over bands of target rows, each band adding its
+ * contributions in the serial order, so the result never depends on the
+ * thread count.
+ */
+#include <stdlib.h>
+#include <stddef.h>
+#include <string.h>
+#include "internal.h"
+#ifdef _OPENMP
+#include <omp.h>
+static int team_size(int nthreads) { return nthreads > 0 ? nthreads : omp_get_max_threads(); }
+#else
+static int team_size(int nthreads) { (void)nthreads; return 1; }
+#endif
+
+/* photons per pixel below which an error is "lost": sqrt(N) / this */
+#define PSF_LOSS_FACTOR 10.0
+/* fiber PSF: g = this * FWHM (FWHM = 2 g sqrt(2^(2/3) - 1)) */
+#define FIBER_G_PER_FWHM 0.652383013252053
+#define INT31_MAX 2147483647.0
+
+/* ---- PSF kernels: the normalised profile integrated over one pixel ---- */
+
+/* cumulative 2D Gaussian of unit FWHM (erf in x and y) */
+static double gauss_cdf2(double x, double y)
+{
+    return 0.125 * (erf(2 * x * sqrt(log(2))) * erf(y * sqrt(log(16))) * sqrt(log(16) / log(2)));
+}
+
+static double gauss_pixel(double dx, double dy, double fwhm)
+{
+    double x = dx / fwhm, y = dy / fwhm, h = 1.0 / fwhm / 2.;
+    return gauss_cdf2(x + h, y + h) - gauss_cdf2(x + h, y - h) - gauss_cdf2(x - h, y + h) + gauss_cdf2(x - h, y - h);
+}
+
+/* cumulative fiber profile g / (2 pi (g^2 + r^2)^(3/2)) */
+static double fiber_cdf2(double x, double y, double g)
+{
+    return atan((x * y) / (g * sqrt(g * g + x * x + y * y))) / 2.0 / M_PI;
+}
+
+static double fiber_pixel(double x, double y, double g)
+{
+    const double h = 1.0 / 2.;
+    return fiber_cdf2(x + h, y + h, g) - fiber_cdf2(x + h, y - h, g) - fiber_cdf2(x - h, y + h, g)
+         + fiber_cdf2(x - h, y - h, g);
+}
+
+/* radius (pixels) beyond which fewer than sqrt(v)/10 of v photons land;
+ * `from_max` picks the reference's spelling of the Gaussian formula used
+ * for the brightest pixel (ln4*2 instead of ln16: it rounds differently) */
+static int auto_radius(nb_psf_kind kind, double v, double fwhm_px, double g, int from_max)
+{
+    double lost = sqrt(v) / PSF_LOSS_FACTOR;
+    double r;
+    if (kind == NB_PSF_GAUSS) {
+        r = from_max ? 1 + ceil(sqrt(-log(lost / v) / log(4) / 2) * fwhm_px)
+                     : 1 + ceil(sqrt(-log(lost / v) / log(16)) * fwhm_px);
+    } else {
+        r = 1 + ceil(g * (v / lost));
+    }
+    /* v < 0.01 photons makes the Gaussian radius undefined (NaN) in the
+     * reference; the smallest radius is the physical answer */
+    if (!(r >= 1.0)) return 1;
+    if (r > 1e9) return 1000000000;
+    return (int)r;
+}
+
+static int cap_radius(int r, int w, int h)
+{
+    int maxwidth = w > h ? w : h;
+    if (r == 0) r = 1;
+    return r > maxwidth ? maxwidth : r;
+}
+
+/* photons that fall outside radius r around a pixel of v photons */
+static double lost_outside(nb_psf_kind kind, double v, int r, double fwhm_px, double g)
+{
+    if (kind == NB_PSF_GAUSS) {
+        float q = (float)r;
+        q = (float)(q / fwhm_px);
+        q = q * q;
+        return v * exp(-log(16) * q);
+    }
+    return v * g / sqrt(g * g + (double)r * r);
+}
+
+/* the kernel's non-zero taps within radius r, in the reference's order
+ * (dx outer, dy inner) */
+typedef struct { int dx, dy; double w; } psf_tap;
+/* the same taps as rows: dy, first dx, count, weights (zeros kept: adding
+ * v * 0 changes nothing), for the contiguous, vectorisable interior path */
+typedef struct { int dy, dx0, n; const double *w; } psf_span;
+typedef struct { int count; psf_tap *taps; int nspans; psf_span *spans; double *span_w; } psf_taps;
+
+static int build_taps(const double *kernel, int kr, int r, psf_taps *out)
+{
+    int ks = 2 * kr + 1, n = 0;
+    out->taps = malloc(sizeof(psf_tap) * (size_t)(2 * r + 1) * (size_t)(2 * r + 1));
+    if (out->taps == NULL) return NB_ENOMEM;
+    float rr = (float)r * (float)r;
+    for (int dx = -r; dx <= r; ++dx) {
+        for (int dy = -r; dy <= r; ++dy) {
+            double w = kernel[(size_t)ks * (size_t)(kr + dy) + (size_t)(kr + dx)];
+            if (w == 0.0) continue;
+            float rsq = (float)(dx * dx + dy * dy);
+            if (rsq > rr) continue;
+            out->taps[n].dx = dx; out->taps[n].dy = dy; out->taps[n].w = w;
+            n++;
+        }
+    }
+    out->count = n;
+    out->spans = malloc(sizeof(psf_span) * (size_t)(2 * r + 1));
+    out->span_w = malloc(sizeof(double) * (size_t)(2 * r + 1) * (size_t)(2 * r + 1));
+    if (out->spans == NULL || out->span_w == NULL) return NB_ENOMEM;
+    int ns = 0, nw = 0;
+    for (int dy = -r; dy <= r; ++dy) {
+        int hw = -1;
+        for (int dx = 0; dx <= r; ++dx)
+            if ((float)(dx * dx + dy * dy) <= rr) hw = dx;
+        if (hw < 0) continue;
+        psf_span *sp = &out->spans[ns++];
+        sp->dy = dy; sp->dx0 = -hw; sp->n = 2 * hw + 1; sp->w = out->span_w + nw;
+        for (int dx = -hw; dx <= hw; ++dx)
+            out->span_w[nw++] = kernel[(size_t)ks * (size_t)(kr + dy) + (size_t)(kr + dx)];
+    }
+    out->nspans = ns;
+    return NB_OK;
+}
+
+int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, double fwhm_px, int user_radius,
+                 nb_psf_info *info, int nthreads, char *err, size_t errlen)
+{
+    size_t pixels = (size_t)w * (size_t)h;
+    nb_psf_info local;
+    if (info == NULL) info = &local;
+    memset(info, 0, sizeof *info);
+    if (kind == NB_PSF_NONE || pixels == 0 || !(fwhm_px > 0.0)) {
+        memcpy(out, in, pixels * sizeof *out);
+        return NB_OK;
+    }
+    double g = fwhm_px * FIBER_G_PER_FWHM;
+    memset(out, 0, pixels * sizeof *out);
+
+    int kr = user_radius;
+    if (kr <= 0) {
+        double max_I = 0.0;
+        for (size_t i = 0; i < pixels; i++) if (max_I < in[i]) max_I = in[i];
+        info->max_photons = max_I;
+        if (max_I <= 0.0) { info->skipped = 1; return NB_OK; }   /* nothing to blur: all zero */
+        kr = auto_radius(kind, max_I, fwhm_px, g, 1);
+        info->auto_radius = kr;
+    }
+    kr = cap_radius(kr, w, h);
+    info->radius = kr;
+
+    int ks = 2 * kr + 1;
+    double *kernel = calloc((size_t)ks * (size_t)ks, sizeof *kernel);
+    double *lost = malloc(pixels * sizeof *lost);
+    int *radius = malloc(pixels * sizeof *radius);
+    psf_taps *taps = calloc((size_t)kr + 1, sizeof *taps);
+    if (!kernel || !lost || !radius || !taps) {
+        free(kernel); free(lost); free(radius); free(taps);
+        nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
+        return NB_ENOMEM;
+    }
+    for (int dy = -kr; dy <= kr; ++dy)
+        for (int dx = -kr; dx <= kr; ++dx) {
+            if ((float)(dx * dx + dy * dy) > (float)kr * (float)kr) continue;
+            kernel[(size_t)ks * (size_t)(kr + dy) + (size_t)(kr + dx)] =
+                kind == NB_PSF_GAUSS ? gauss_pixel(dx, dy, fwhm_px) : fiber_pixel(dx, dy, g);
+        }
+
+    int rc = NB_OK;
+    /* each source pixel's radius and lost photons (independent per pixel) */
+#pragma omp parallel for schedule(static) num_threads(team_size(nthreads)) if (pixels > 65536)
+    for (long i = 0; i < (long)pixels; i++) {
+        double v = in[i];
+        if (!(v > 0.0)) { radius[i] = 0; lost[i] = 0.0; continue; }
+        int r = user_radius != 0 ? user_radius : auto_radius(kind, v, fwhm_px, g, 0);
+        r = cap_radius(r, w, h);
+        if (r > kr) r = kr;       /* cannot happen with a monotonic radius; keeps the taps in the kernel */
+        radius[i] = r;
+        lost[i] = lost_outside(kind, v, r, fwhm_px, g);
+    }
+    for (int r = 1; r <= kr && rc == NB_OK; r++) rc = build_taps(kernel, kr, r, &taps[r]);
+
+    if (rc == NB_OK) {
+        /* bands of target rows; every band visits the sources that can reach
+         * it in raster order, so each target sums in the serial order.  A
+         * target column of w lands in column 0 of the next row (the
+         * reference's bound test), hence the extra source row above. */
+        int nbands = pixels < 65536 ? 1 : team_size(nthreads);
+        if (nbands > h) nbands = h;
+#pragma omp parallel for schedule(static, 1) num_threads(nbands)
+        for (int b = 0; b < nbands; b++) {
+            long ya = (long)h * b / nbands, yb = (long)h * (b + 1) / nbands;
+            size_t ja = (size_t)ya * (size_t)w, jb = (size_t)yb * (size_t)w;
+            long s0 = ya - kr - 1, s1 = yb + kr;
+            if (s0 < 0) s0 = 0;
+            if (s1 > h) s1 = h;
+            for (long y0 = s0; y0 < s1; y0++) {
+                for (int x0 = 0; x0 < w; x0++) {
+                    size_t i = (size_t)y0 * (size_t)w + (size_t)x0;
+                    int r = radius[i];
+                    if (r == 0) continue;
+                    double v = in[i];
+                    const psf_tap *t = taps[r].taps;
+                    int nt = taps[r].count;
+                    int interior = x0 - r >= 0 && x0 + r < w && y0 - r >= ya && y0 + r < yb;
+                    if (interior && isfinite(v)) {
+                        /* every target of this source is distinct, so the
+                         * order of the taps does not matter */
+                        const psf_span *sp = taps[r].spans;
+                        for (int q = 0; q < taps[r].nspans; q++) {
+                            float *o = out + (ptrdiff_t)i + (ptrdiff_t)sp[q].dy * w + sp[q].dx0;
+                            const double *ws = sp[q].w;
+                            for (int e = 0; e < sp[q].n; e++) o[e] = (float)(o[e] + v * ws[e]);
+                        }
+                        continue;
+                    }
+                    for (int q = 0; q < nt; q++) {
+                        long x = x0 + t[q].dx, y = y0 + t[q].dy;
+                        if (x < 0 || x > w || y < 0 || y > h) continue;
+                        size_t j = (size_t)y * (size_t)w + (size_t)x;
+                        if (j < ja || j >= jb) continue;   /* another band's, or past the image */
+                        out[j] += v * t[q].w;
+                    }
+                }
+            }
+        }
+        double total_lost = 0.0;
+        for (size_t i = 0; i < pixels; i++) total_lost += lost[i];
+        info->lost_photons = total_lost;
+        double share = total_lost / (double)pixels;
+        for (size_t i = 0; i < pixels; i++) out[i] += share;
+    } else {
+        nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
+    }
+    for (int r = 0; r <= kr; r++) { free(taps[r].taps); free(taps[r].spans); free(taps[r].span_w); }
+    free(taps); free(kernel); free(lost); free(radius);
+    return rc;
+}
+
+/* ---- pixel conversions ------------------------------------------------ */
+
+/* (unsigned T)(double) as x86-64 gcc does it: a 64-bit truncation whose
+ * low bits are kept (out-of-range and NaN give the "indefinite" value) */
+static int64_t trunc_like_x86(double v)
+{
+    if (!(v > -9223372036854775808.0 && v < 9223372036854775808.0)) return INT64_MIN;
+    return (int64_t)v;
+}
+
+static void store_pixel(void *out, int bits, size_t i, double adu)
+{
+    if (bits == 32) ((uint32_t *)out)[i] = (uint32_t)trunc_like_x86(adu);
+    else ((uint16_t *)out)[i] = (uint16_t)(int32_t)trunc_like_x86(adu);
+}
+
+void nb_noisify_params_init(nb_noisify_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->fluence_re2 = 1.0;
+    p->scale = 1.0;
+    p->gain = 1.0;
+    p->adc_offset = 40.0;
+    p->calibration = 0.03;
+    p->calib_seed = 123456789;
+    p->psf = NB_PSF_NONE;
+    p->psf_fwhm_px = 0.0;
+    p->bits = 16;
+    p->noise = 1;
+}
+
+int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, uint8_t *pgm, void *noise_image,
+               nb_noisify_stats *st, int nthreads, char *err, size_t errlen)
+{
+    size_t pixels = (size_t)p->width * (size_t)p->height;
+    nb_noisify_stats local;
+    if (st == NULL) st = &local;
+    memset(st, 0, sizeof *st);
+    if (p->width <= 0 || p->height <= 0) {
+        nb_set_error(err, errlen, "noisify: image size %d x %d must be positive", p->width, p->height);
+        return NB_EINVAL;
+    }
+    if (p->bits != 16 && p->bits != 32) {
+        nb_set_error(err, errlen, "noisify: -bits must be 16 or 32, got %d", p->bits);
+        return NB_EINVAL;
+    }
+    float *photons = malloc(pixels * sizeof *photons);
+    float *blurred = p->psf != NB_PSF_NONE && p->psf_fwhm_px > 0.0 ? malloc(pixels * sizeof *blurred) : NULL;
+    if (photons == NULL || (p->psf != NB_PSF_NONE && p->psf_fwhm_px > 0.0 && blurred == NULL)) {
+        free(photons); free(blurred);
+        nb_set_error(err, errlen, "noisify: out of memory for %zu pixels", pixels);
+        return NB_ENOMEM;
+    }
+    double max_I = 0.0;
+    long negative = 0;
+    for (size_t i = 0; i < pixels; i++) {
+        double I = image[i];
+        if (max_I < I) max_I = I;
+        if (I < 0.0) negative++;
+        photons[i] = (float)((p->fluence_re2 * p->scale) * I);
+    }
+    st->max_input = max_I;
+    st->negative_pixels = negative;
+    int rc = NB_OK;
+
+    const float *noiseless = photons;
+    if (!p->noise && blurred != NULL) {
+        rc = nb_psf_apply(photons, blurred, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius,
+                          &st->psf, nthreads, err, errlen);
+        noiseless = blurred;
+        st->psf_applied = 1;
+    }
+    if (rc == NB_OK) {
+        for (size_t i = 0; i < pixels; i++) {
+            double adu = noiseless[i] * p->gain + p->adc_offset;
+            if (adu > INT31_MAX) adu = INT31_MAX;
+            if (adu > 65535.0) adu = 65535.0;
+            if (int_image) store_pixel(int_image, p->bits, i, adu);
+            if (pgm) {
+                /* the PGM shows the 16-bit pixel, clipped to 255 */
+                uint16_t v16 = (uint16_t)(int32_t)trunc_like_x86(adu);
+                pgm[i] = (uint8_t)(v16 > 255 ? 255 : v16);
+            }
+        }
+    }
+    if (rc != NB_OK || !p->noise || noise_image == NULL) {
+        free(photons); free(blurred);
+        return rc;
+    }
+
+    /* one uniform stream; the calibration draws use their own state word
+     * but share the table and the Box-Muller spare, as the reference */
+    nb_rng rng;
+    memset(&rng, 0, sizeof rng);
+    long seed = p->seed, calib_seed = p->calib_seed;
+    nb_deviates dev;
+    nb_deviates_init(&dev, &rng, &seed);
+    /* flicker and calibration scale the photons by gaussians: room for the
+     * largest of them in the ln Gamma cache */
+    double max_mean = 0.0;
+    for (size_t i = 0; i < pixels; i++) if (photons[i] > max_mean) max_mean = photons[i];
+    nb_deviates_cache_for(&dev, max_mean * (1.0 + 6.0 * (p->flicker + p->calibration)));
+    /* without them the means are known ahead: prepare them in parallel */
+    nb_poisson_pre *pre = NULL;
+    if (p->flicker <= 0.0 && p->calibration <= 0.0) {
+        pre = malloc(pixels * sizeof *pre);
+        if (pre) {
+#pragma omp parallel for schedule(static) num_threads(team_size(nthreads)) if (pixels > 100000)
+            for (long i = 0; i < (long)pixels; i++) nb_poisson_prepare(photons[i], &pre[i]);
+        }
+    }
+    double sum = 0.0;
+    for (size_t i = 0; i < pixels; i++) {
+        if (pre) {
+            photons[i] = nb_poidev_prepared(&dev, photons[i], &pre[i]);
+            sum += photons[i];
+            continue;
+        }
+        double n = photons[i];
+        if (p->flicker > 0.0) n *= (1.0 + p->flicker * nb_gaussdev(&dev));
+        if (p->calibration > 0.0) {
+            dev.idum = &calib_seed;
+            n *= (1.0 + p->calibration * nb_gaussdev(&dev));
+            dev.idum = &seed;
+        }
+        photons[i] = nb_poidev(&dev, (float)n);
+        sum += photons[i];
+    }
+    free(pre);
+    st->photons_before_psf = sum;
+    const float *signal = photons;
+    if (blurred != NULL) {
+        rc = nb_psf_apply(photons, blurred, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius,
+                          &st->psf, nthreads, err, errlen);
+        signal = blurred;
+        st->psf_applied = 1;
+    }
+    if (rc == NB_OK) {
+        long overloads = 0;
+        sum = 0.0;
+        for (size_t i = 0; i < pixels; i++) {
+            sum += signal[i];
+            double adu = signal[i] * p->gain + p->adc_offset;
+            if (p->readout > 0.0) adu += p->readout * nb_gaussdev(&dev);
+            if (adu > INT31_MAX) { adu = INT31_MAX; if (p->bits == 32) ++overloads; }
+            if (p->bits == 16 && adu > 65535.0) { adu = 65535.0; ++overloads; }
+            store_pixel(noise_image, p->bits, i, adu);
+        }
+        st->photons = sum;
+        st->overloads = overloads;
+    }
+    nb_deviates_free(&dev);
+    free(photons); free(blurred);
+    return rc;
+}
