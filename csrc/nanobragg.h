@@ -251,6 +251,7 @@ typedef struct nb_stats {
     long fallback_pixel;          /* raster index of the pixel where that happened */
     double fallback_hkl[3];
     int fallback_hkl0[3];
+    const char *kernel_isa;       /* the compiled kernel that rendered: "baseline", "v3", "v4" (see NANOBRAGG_ISA) */
 } nb_stats;
 
 /* Render the float image (spixels x fpixels, fast index fastest).  mask may
