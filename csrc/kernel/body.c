@@ -328,6 +328,47 @@ typedef struct {
     const double *F;
 } vec_consts;
 
+/* the square shape with N = 1 on every axis: F_latt = 1 (as the fast
+ * form gives exactly, num == den), with no work */
+#define NB_SHAPE_UNIT 4
+
+/* What the interpolating loop hands its second pass, per sample: the
+ * lattice factor squared (0: skip), the grid offset of the stencil's first
+ * node and the Lagrange weights along h, k and l. */
+typedef struct {
+    double *lw, *wh0, *wh1, *wh2, *wh3, *wk0, *wk1, *wk2, *wk3, *wl0, *wl1, *wl2, *wl3;
+    int *base;
+} interp_temp;
+
+typedef double v4d __attribute__((vector_size(32)));
+
+/* an unaligned 4-vector load (a macro: an inline function returning a
+ * 32-byte vector draws an ABI warning on baseline x86-64) */
+#define load4(p) __extension__({ v4d v_; memcpy(&v_, (p), sizeof v_); v_; })
+
+/* acc[j] += lw[j] F^2, F interpolated on the 4x4x4 stencil: the four nodes
+ * along l are contiguous in the grid, so each (h, k) row is one 4-vector;
+ * rows are weighted along k, then h, and the result along l. */
+static void tricubic_pass(int n, const vec_consts *restrict c, const double *restrict F, const interp_temp *restrict it,
+                          double *restrict acc)
+{
+    const int hs = (int)c->hstride, ks = (int)c->kstride;
+    for (int j = 0; j < n; ++j) {
+        if (it->lw[j] == 0.0) continue;
+        const double *p = F + it->base[j];
+        const double wk[4] = { it->wk0[j], it->wk1[j], it->wk2[j], it->wk3[j] };
+        const double wh[4] = { it->wh0[j], it->wh1[j], it->wh2[j], it->wh3[j] };
+        v4d sum_h = { 0.0, 0.0, 0.0, 0.0 };
+        for (int a = 0; a < 4; ++a) {
+            const double *q = p + a * hs;
+            v4d sum_k = wk[0] * load4(q) + wk[1] * load4(q + ks) + wk[2] * load4(q + 2 * ks) + wk[3] * load4(q + 3 * ks);
+            sum_h += wh[a] * sum_k;
+        }
+        double Fi = it->wl0[j] * sum_h[0] + it->wl1[j] * sum_h[1] + it->wl2[j] * sum_h[2] + it->wl3[j] * sum_h[3];
+        acc[j] += it->lw[j] * (Fi * Fi);
+    }
+}
+
 /* acc[j] += F_latt^2 F_cell^2 of one orientation for every sample j, and,
  * with interpolation, out[j] = 1 where a stencil left the grid at a step
  * that counts (then the pixel is redone step by step).  shape and interp are
@@ -336,7 +377,8 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
                                              const double *restrict Sx, const double *restrict Sy,
                                              const double *restrict Sz, const double *restrict abc,
                                              const vec_consts *restrict c, const double *restrict F,
-                                             double *restrict acc, double *restrict out)
+                                             double *restrict acc, double *restrict out,
+                                             const interp_temp *restrict it)
 {
     const double ax = abc[0], ay = abc[1], az = abc[2], bx = abc[3], by = abc[4], bz = abc[5];
     const double cx = abc[6], cy = abc[7], cz = abc[8];
@@ -352,7 +394,10 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
         double h0 = nearest_index(h), k0 = nearest_index(kk), l0 = nearest_index(l);
         double latt_sqr;
         int counts;                     /* does this step reach the structure factor? */
-        if (shape == NB_SHAPE_SQUARE) {
+        if (shape == NB_SHAPE_UNIT) {
+            latt_sqr = 1.0;            /* one cell on every axis: the reference skips each factor */
+            counts = 1;
+        } else if (shape == NB_SHAPE_SQUARE) {
             ratio fa = lattice_factor_parts(h, Na), fb = lattice_factor_parts(kk, Nb), fc = lattice_factor_parts(l, Nc);
             double latt = (fa.num * fb.num * fc.num) / (fa.den * fb.den * fc.den);
             latt_sqr = latt * latt;
@@ -381,7 +426,6 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
             }
             latt_sqr = F_latt * F_latt;
         }
-        double Fc;
         if (interp) {
             /* stencil_outside(), term by term */
             int outside = ((h - hmin + 3) > c->hr) | ((h - 2) < hmin) | ((kk - kmin + 3) > c->kr) | ((kk - 2) < kmin) |
@@ -389,37 +433,29 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
             int fell = outside & (counts | c->water);
             out[j] = fell ? 1.0 : out[j];
             double hf = nb_floor(h), kf = nb_floor(kk), lf = nb_floor(l);
-            /* an outside stencil reads node 0 64 times; its value is discarded */
-            double base = outside ? 0.0 : (hf - 1.0 - hmin) * hstride + (kf - 1.0 - kmin) * kstride + (lf - 1.0 - lmin);
-            int ib = (int)base, hs = outside ? 0 : (int)hstride, ks = outside ? 0 : (int)kstride, ls = outside ? 0 : 1;
-            double wh[4], wk[4], wl[4];
-            lagrange4_weights(h, hf, wh);
-            lagrange4_weights(kk, kf, wk);
-            lagrange4_weights(l, lf, wl);
-            double Fi = 0.0;
-#pragma GCC unroll 4
-            for (int a = 0; a < 4; ++a) {
-                double Fk = 0.0;
-#pragma GCC unroll 4
-                for (int b = 0; b < 4; ++b) {
-                    int row = ib + a * hs + b * ks;
-                    double Fl = wl[0] * F[row] + wl[1] * F[row + ls] + wl[2] * F[row + 2 * ls] + wl[3] * F[row + 3 * ls];
-                    Fk += wk[b] * Fl;
-                }
-                Fi += wh[a] * Fk;
-            }
-            /* a product, not a select: a select would let the compiler move
-             * the loads under the condition, and masked gathers do not vectorise */
-            Fc = Fi * (double)!outside;
+            double base = (hf - 1.0 - hmin) * hstride + (kf - 1.0 - kmin) * kstride + (lf - 1.0 - lmin);
+            /* outside: weight 0, and the second loop reads nothing */
+            it->lw[j] = outside ? 0.0 : latt_sqr;
+            it->base[j] = (int)(outside ? 0.0 : base);
+            double w[4];
+            lagrange4_weights(h, hf, w);
+            it->wh0[j] = w[0]; it->wh1[j] = w[1]; it->wh2[j] = w[2]; it->wh3[j] = w[3];
+            lagrange4_weights(kk, kf, w);
+            it->wk0[j] = w[0]; it->wk1[j] = w[1]; it->wk2[j] = w[2]; it->wk3[j] = w[3];
+            lagrange4_weights(l, lf, w);
+            it->wl0[j] = w[0]; it->wl1[j] = w[1]; it->wl2[j] = w[2]; it->wl3[j] = w[3];
         } else {
             int inside = (h0 >= hmin) & (h0 <= hmax) & (k0 >= kmin) & (k0 <= kmax) & (l0 >= lmin) & (l0 <= lmax);
             int idx = (int)(inside ? (h0 - hmin) * hstride + (k0 - kmin) * kstride + (l0 - lmin) : 0.0);
             double Fg = F[idx], m = (double)inside;
-            /* Fg or default_F exactly (F is finite); arithmetic for the reason above */
-            Fc = Fg * m + default_F * (1.0 - m);
+            /* Fg or default_F exactly (F is finite); a product, not a select:
+             * a select would let the compiler move the load under the
+             * condition, and masked gathers do not vectorise */
+            double Fc = Fg * m + default_F * (1.0 - m);
+            acc[j] += latt_sqr * (Fc * Fc);
         }
-        acc[j] += latt_sqr * (Fc * Fc);
     }
+    if (interp) tricubic_pass(n, c, F, it, acc);
 }
 
 /* One loop per shape x interpolation, kept out of line so that each is
@@ -428,26 +464,31 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
     __attribute__((noinline)) static void name(int n, const double *restrict Sx, const double *restrict Sy,   \
                                                const double *restrict Sz, const double *restrict abc,         \
                                                const vec_consts *restrict c, double *restrict acc,            \
-                                               double *restrict out)                                          \
-    { accumulate_orientation(shape, interp, n, Sx, Sy, Sz, abc, c, c->F, acc, out); }
+                                               double *restrict out, const interp_temp *restrict it)          \
+    { accumulate_orientation(shape, interp, n, Sx, Sy, Sz, abc, c, c->F, acc, out, it); }
 NB_ACC_FN(NB_SHAPE_SQUARE, 0, acc_square)
 NB_ACC_FN(NB_SHAPE_ROUND, 0, acc_round)
 NB_ACC_FN(NB_SHAPE_GAUSS, 0, acc_gauss)
 NB_ACC_FN(NB_SHAPE_TOPHAT, 0, acc_tophat)
+NB_ACC_FN(NB_SHAPE_UNIT, 0, acc_unit)
 NB_ACC_FN(NB_SHAPE_SQUARE, 1, acc_square_interp)
+NB_ACC_FN(NB_SHAPE_UNIT, 1, acc_unit_interp)
 NB_ACC_FN(NB_SHAPE_ROUND, 1, acc_round_interp)
 NB_ACC_FN(NB_SHAPE_GAUSS, 1, acc_gauss_interp)
 NB_ACC_FN(NB_SHAPE_TOPHAT, 1, acc_tophat_interp)
 
 typedef void (*acc_fn)(int, const double *restrict, const double *restrict, const double *restrict,
-                       const double *restrict, const vec_consts *restrict, double *restrict, double *restrict);
+                       const double *restrict, const vec_consts *restrict, double *restrict, double *restrict,
+                       const interp_temp *restrict);
 
-static acc_fn pick_acc(int shape, int interp)
+static acc_fn pick_acc(const nb_setup *s, int interp)
 {
-    static const acc_fn table[2][4] = {
-        { acc_square, acc_round, acc_gauss, acc_tophat },
-        { acc_square_interp, acc_round_interp, acc_gauss_interp, acc_tophat_interp },
+    static const acc_fn table[2][5] = {
+        { acc_square, acc_round, acc_gauss, acc_tophat, acc_unit },
+        { acc_square_interp, acc_round_interp, acc_gauss_interp, acc_tophat_interp, acc_unit_interp },
     };
+    int shape = s->xtal_shape;
+    if (shape == NB_SHAPE_SQUARE && s->Na == 1.0 && s->Nb == 1.0 && s->Nc == 1.0) shape = NB_SHAPE_UNIT;
     return table[interp ? 1 : 0][shape];
 }
 
@@ -514,6 +555,8 @@ typedef struct {
     pixel_factors *pfs;
     int *pix_n;
     source_info *src;
+    interp_temp it;
+    double *it_block;
     vec_consts c;
     acc_fn fn_plain, fn_interp;
 } workspace;
@@ -612,6 +655,7 @@ static void workspace_free(void *p)
     free(ws->pfs);
     free(ws->pix_n);
     free(ws->src);
+    free(ws->it_block);
     free(ws);
 }
 
@@ -631,12 +675,18 @@ static void *workspace_new(const nb_kernel_ctx *k)
     ws->pfs = malloc((size_t)block * sizeof *ws->pfs);
     ws->pix_n = malloc((size_t)block * sizeof *ws->pix_n);
     ws->src = malloc((size_t)(s->n_sources > 0 ? s->n_sources : 1) * sizeof *ws->src);
-    if (!ws->Sx || !ws->pfs || !ws->pix_n || !ws->src) {
+    /* 13 doubles and an int per sample for the interpolation's second pass */
+    ws->it_block = malloc((size_t)ws->cap * 14 * sizeof(double));
+    if (!ws->Sx || !ws->pfs || !ws->pix_n || !ws->src || !ws->it_block) {
         workspace_free(ws);
         return NULL;
     }
     ws->Sy = ws->Sx + ws->cap; ws->Sz = ws->Sy + ws->cap; ws->w = ws->Sz + ws->cap;
     ws->acc = ws->w + ws->cap; ws->out = ws->acc + ws->cap;
+    double **cols[13] = { &ws->it.lw, &ws->it.wh0, &ws->it.wh1, &ws->it.wh2, &ws->it.wh3, &ws->it.wk0, &ws->it.wk1,
+                          &ws->it.wk2, &ws->it.wk3, &ws->it.wl0, &ws->it.wl1, &ws->it.wl2, &ws->it.wl3 };
+    for (int i = 0; i < 13; ++i) *cols[i] = ws->it_block + (size_t)i * ws->cap;
+    ws->it.base = (int *)(ws->it_block + (size_t)13 * ws->cap);
     for (int i = 0; i < s->n_sources; ++i) {
         source_info *si = ws->src + i;
         const double *dir = s->source_dir + 3 * i;
@@ -649,8 +699,8 @@ static void *workspace_new(const nb_kernel_ctx *k)
     }
     ws->vector_ok = vector_path_ok(k);
     ws->c = make_consts(k);
-    ws->fn_plain = pick_acc(s->xtal_shape, 0);
-    ws->fn_interp = pick_acc(s->xtal_shape, 1);
+    ws->fn_plain = pick_acc(s, 0);
+    ws->fn_interp = pick_acc(s, 1);
     return ws;
 }
 
@@ -662,7 +712,7 @@ static void accumulate_block(const nb_kernel_ctx *k, workspace *ws, int n, int i
     for (int j = 0; j < n; ++j) { ws->acc[j] = 0.0; ws->out[j] = 0.0; }
     for (int q = 0; q < o->n; ++q) {
         double abc[9] = { o->ax[q], o->ay[q], o->az[q], o->bx[q], o->by[q], o->bz[q], o->cx[q], o->cy[q], o->cz[q] };
-        fn(n, ws->Sx, ws->Sy, ws->Sz, abc, &ws->c, ws->acc, ws->out);
+        fn(n, ws->Sx, ws->Sy, ws->Sz, abc, &ws->c, ws->acc, ws->out, &ws->it);
     }
 }
 
