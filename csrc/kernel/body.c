@@ -404,10 +404,10 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
             counts = latt != 0.0;
         } else {
             double dh = h - h0, dk = kk - k0, dl = l - l0;
-            double F_latt;
             if (shape == NB_SHAPE_ROUND) {
                 double hrad_sqr = dh * dh * Na * Na + dk * dk * Nb * Nb + dl * dl * Nc * Nc;
-                F_latt = NNN * 0.723601254558268 * sinc3_poly(M_PI * sqrt(hrad_sqr * fudge));
+                double F_latt = NNN * 0.723601254558268 * sinc3_poly(M_PI * sqrt(hrad_sqr * fudge));
+                latt_sqr = F_latt * F_latt;
                 counts = F_latt != 0.0;
             } else {
                 double dx = dh * c->as0 + dk * c->bs0 + dl * c->cs0;
@@ -416,15 +416,17 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
                 double rad_star_sqr = (dx * dx + dy * dy + dz * dz) * Na * Na * Nb * Nb * Nc * Nc;
                 if (shape == NB_SHAPE_GAUSS) {
                     double y = -(rad_star_sqr / 0.63 * fudge);
-                    F_latt = NNN * exp_poly(y);
+                    /* F_latt^2 = NNN^2 exp(2y): squaring NNN exp(y) would
+                     * leave the normal range (slow subnormal arithmetic)
+                     * long before exp(2y) reaches exp_poly's cut at -708 */
+                    latt_sqr = NNN * NNN * exp_poly(2.0 * y);
                     counts = y >= -745.1332191019412;   /* where exp() is not yet 0 */
                 } else {
                     int in = rad_star_sqr * fudge < 0.3969;
-                    F_latt = in ? NNN : 0.0;
+                    latt_sqr = in ? NNN * NNN : 0.0;
                     counts = in;
                 }
             }
-            latt_sqr = F_latt * F_latt;
         }
         if (interp) {
             /* stencil_outside(), term by term */
@@ -557,6 +559,7 @@ typedef struct {
     source_info *src;
     interp_temp it;
     double *it_block;
+    double *Fe, *Se, *Oe, *px, *py, *pz, *om, *par;   /* sub-pixels of a block */
     vec_consts c;
     acc_fn fn_plain, fn_interp;
 } workspace;
@@ -587,33 +590,81 @@ static void subpixel_position(const nb_setup *s, double Fdet, double Sdet, doubl
     }
 }
 
-/* Append the pixel's samples at ws[n..]; returns its once-per-pixel factors. */
-static pixel_factors sample_pixel(const nb_setup *s, const workspace *ws, int fpixel, int spixel, int *n)
+/* The sub-pixels of a block of pixels (every sensor layer, sub-pixel row
+ * and column of each wanted pixel, in that order): their positions, then in
+ * one vector loop the unit vectors d, distances R, solid angles and
+ * obliquities; sample_block then applies the reference's per-pixel rules. */
+static void subpixel_geometry(const nb_setup *s, workspace *ws, int ne)
 {
-    pixel_factors pf = { 0.0, s->nopolar ? 1.0 : 0.0, 0.0, 0.0 };
+    double *restrict px = ws->px, *restrict py = ws->py, *restrict pz = ws->pz;
+    double *restrict om = ws->om, *restrict par = ws->par;
+    const double *restrict Fe = ws->Fe, *restrict Se = ws->Se, *restrict Oe = ws->Oe;
+    if (s->curved_det) {
+        for (int e = 0; e < ne; ++e) {
+            double pos[3];
+            subpixel_position(s, Fe[e], Se[e], Oe[e], pos);
+            px[e] = pos[0]; py[e] = pos[1]; pz[e] = pos[2];
+        }
+    } else {
+        const double f0 = s->fdet[0], f1 = s->fdet[1], f2 = s->fdet[2], s0 = s->sdet[0], s1 = s->sdet[1], s2 = s->sdet[2];
+        const double o0 = s->odet[0], o1 = s->odet[1], o2 = s->odet[2];
+        const double p0 = s->pix0_m[0], p1 = s->pix0_m[1], p2 = s->pix0_m[2];
+        for (int e = 0; e < ne; ++e) {
+            px[e] = Fe[e] * f0 + Se[e] * s0 + Oe[e] * o0 + p0;
+            py[e] = Fe[e] * f1 + Se[e] * s1 + Oe[e] * o1 + p1;
+            pz[e] = Fe[e] * f2 + Se[e] * s2 + Oe[e] * o2 + p2;
+        }
+    }
+    const double pixel_sqr = s->pixel_m * s->pixel_m, close = s->close_distance_m;
+    const double od0 = s->odet[0], od1 = s->odet[1], od2 = s->odet[2];
+    const int point = s->point_pixel;
+    for (int e = 0; e < ne; ++e) {
+        /* nb_unitize(), the reference's solid angle and parallax */
+        double m = sqrt(px[e] * px[e] + py[e] * py[e] + pz[e] * pz[e]);
+        int nz = m != 0.0;
+        double dm = nz ? m : 1.0;
+        double dx = nz ? px[e] / dm : 0.0, dy = nz ? py[e] / dm : 0.0, dz = nz ? pz[e] / dm : 0.0;
+        px[e] = dx; py[e] = dy; pz[e] = dz;
+        /* (pixel/R)^2 times the obliquity cos = close_distance/R */
+        om[e] = point ? 1.0 / m / m : pixel_sqr / m / m * close / m;
+        par[e] = dx * od0 + dy * od1 + dz * od2;
+    }
+}
+
+/* Fill the samples of pixels f0..f1-1 of row sp; pix_n[i] = -1 for a pixel
+ * not wanted.  Returns the number of samples. */
+static int sample_block(const nb_setup *s, workspace *ws, const uint16_t *mask, int sp, int f0, int f1, nb_row_result *rr)
+{
     const int ov = s->oversample;
     const double sub = s->subpixel_m;
-    const double pixel_sqr = s->pixel_m * s->pixel_m;
-    const int check_dmin = s->dmin_m > 0.0;
-    for (int t = 0; t < s->thicksteps; ++t) {
-        double Odet = t * s->thickstep_m;
-        pf.capture = s->thick_m == 0.0 ? 1.0 : 0.0;
-        for (int ss = 0; ss < ov; ++ss)
-            for (int sf = 0; sf < ov; ++sf) {
-                double Fdet = sub * (fpixel * ov + sf) + sub / 2.0;
-                double Sdet = sub * (spixel * ov + ss) + sub / 2.0;
-                double pos[3], d[3];
-                subpixel_position(s, Fdet, Sdet, Odet, pos);
-                double airpath = nb_unitize(pos, d);
-                if (pf.omega == 0.0 || s->oversample_omega) {
-                    /* (pixel/R)^2 times the obliquity cos = close_distance/R */
-                    pf.omega = s->point_pixel ? 1.0 / airpath / airpath
-                                              : pixel_sqr / airpath / airpath * s->close_distance_m / airpath;
+    int ne = 0;
+    for (int fp = f0; fp < f1; ++fp) {
+        if (!nb_pixel_wanted(s, mask, fp, sp)) { ws->pix_n[fp - f0] = -1; continue; }
+        ws->pix_n[fp - f0] = 0;
+        for (int t = 0; t < s->thicksteps; ++t)
+            for (int ss = 0; ss < ov; ++ss)
+                for (int sf = 0; sf < ov; ++sf, ++ne) {
+                    ws->Fe[ne] = sub * (fp * ov + sf) + sub / 2.0;
+                    ws->Se[ne] = sub * (sp * ov + ss) + sub / 2.0;
+                    ws->Oe[ne] = t * s->thickstep_m;
                 }
+    }
+    subpixel_geometry(s, ws, ne);
+    const int check_dmin = s->dmin_m > 0.0;
+    int n = 0, e = 0;
+    for (int fp = f0; fp < f1; ++fp) {
+        if (ws->pix_n[fp - f0] < 0) continue;
+        int start = n;
+        pixel_factors pf = { 0.0, s->nopolar ? 1.0 : 0.0, 0.0, 0.0 };
+        for (int t = 0; t < s->thicksteps; ++t) {
+            pf.capture = s->thick_m == 0.0 ? 1.0 : 0.0;
+            for (int q = 0; q < ov * ov; ++q, ++e) {
+                const double d[3] = { ws->px[e], ws->py[e], ws->pz[e] };
+                if (pf.omega == 0.0 || s->oversample_omega) pf.omega = ws->om[e];
                 pf.omega_sum += pf.omega;
                 if (pf.capture == 0.0 || s->oversample_thick) {
                     /* Beer-Lambert absorption within this layer along the oblique path */
-                    double parallax = nb_dot(d, s->odet);
+                    double parallax = ws->par[e];
                     pf.capture = exp(-t * s->thickstep_m * s->mu_per_m / parallax)
                                - exp(-(t + 1) * s->thickstep_m * s->mu_per_m / parallax);
                 }
@@ -630,12 +681,16 @@ static pixel_factors sample_pixel(const nb_setup *s, const workspace *ws, int fp
                     if (s->oversample_thick) w *= pf.capture;
                     if (s->oversample_polar) w *= pf.polar;
                     if (s->oversample_omega) w *= pf.omega;
-                    int j = (*n)++;
-                    ws->Sx[j] = S[0]; ws->Sy[j] = S[1]; ws->Sz[j] = S[2]; ws->w[j] = w;
+                    ws->Sx[n] = S[0]; ws->Sy[n] = S[1]; ws->Sz[n] = S[2]; ws->w[n] = w;
+                    ++n;
                 }
             }
+        }
+        ws->pfs[fp - f0] = pf;
+        rr->omega_sum += pf.omega_sum;
+        ws->pix_n[fp - f0] = n - start;
     }
-    return pf;
+    return n;
 }
 
 static float pixel_value(const nb_setup *s, double I, const pixel_factors *pf)
@@ -676,7 +731,8 @@ static void *workspace_new(const nb_kernel_ctx *k)
     ws->pix_n = malloc((size_t)block * sizeof *ws->pix_n);
     ws->src = malloc((size_t)(s->n_sources > 0 ? s->n_sources : 1) * sizeof *ws->src);
     /* 13 doubles and an int per sample for the interpolation's second pass */
-    ws->it_block = malloc((size_t)ws->cap * 14 * sizeof(double));
+    size_t sub_cap = (size_t)block * s->thicksteps * s->oversample * s->oversample;
+    ws->it_block = malloc(((size_t)ws->cap * 14 + sub_cap * 8) * sizeof(double));
     if (!ws->Sx || !ws->pfs || !ws->pix_n || !ws->src || !ws->it_block) {
         workspace_free(ws);
         return NULL;
@@ -687,6 +743,8 @@ static void *workspace_new(const nb_kernel_ctx *k)
                           &ws->it.wk2, &ws->it.wk3, &ws->it.wl0, &ws->it.wl1, &ws->it.wl2, &ws->it.wl3 };
     for (int i = 0; i < 13; ++i) *cols[i] = ws->it_block + (size_t)i * ws->cap;
     ws->it.base = (int *)(ws->it_block + (size_t)13 * ws->cap);
+    double **sub[8] = { &ws->Fe, &ws->Se, &ws->Oe, &ws->px, &ws->py, &ws->pz, &ws->om, &ws->par };
+    for (int i = 0; i < 8; ++i) *sub[i] = ws->it_block + (size_t)14 * ws->cap + (size_t)i * sub_cap;
     for (int i = 0; i < s->n_sources; ++i) {
         source_info *si = ws->src + i;
         const double *dir = s->source_dir + 3 * i;
@@ -739,17 +797,7 @@ static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
     const int block = ws->block;
     for (int f0 = fp_start; f0 < s->fpixels; f0 += block) {
         int f1 = f0 + block < s->fpixels ? f0 + block : s->fpixels;
-        int n = 0;
-        for (int fp = f0; fp < f1; ++fp) {
-            int start = n;
-            if (nb_pixel_wanted(s, mask, fp, sp)) {
-                ws->pfs[fp - f0] = sample_pixel(s, ws, fp, sp, &n);
-                rr->omega_sum += ws->pfs[fp - f0].omega_sum;
-                ws->pix_n[fp - f0] = n - start;
-            } else {
-                ws->pix_n[fp - f0] = -1;
-            }
-        }
+        int n = sample_block(s, ws, mask, sp, f0, f1, rr);
         if (ws->vector_ok) accumulate_block(k, ws, n, interp0);
         int j = 0;
         for (int fp = f0; fp < f1; ++fp) {
