@@ -11,6 +11,10 @@ Benchmarks (--only NAME, may be repeated or comma-separated):
   pilatus6m  nanoBragg $(cat pilatus6m.args): Pilatus 6M frame, 2463x2527, 10 phi steps, A.mat + scaled.hkl
   mosaic1k   nanoBragg $(cat mosaic1k.args): 1024^2, 10 mosaic domains x 5 divergence sources
              x 2x2 sub-pixels, with noise, cubic.hkl
+  round1k    mosaic1k with -round_xtal;  gauss1k: with -gauss_xtal
+  saxs1k     SAXS-style: the pilatus6m protein as one unit cell (-N 1: tricubic interpolation),
+             1024^2 at 1 m, 5 wavelengths x 5 divergence sources x 2x2 sub-pixels, noise
+  NAME@LEVEL pilatus6m and mosaic1k with NANOBRAGG_ISA=LEVEL (baseline, v3, v4) for ours
   readme256  nanoBragg $(cat readme256.args): the README's first example (256^2, all four images)
   small64    nanoBragg $(cat small64.args): the same on 64^2, where start-up and writing dominate
   tiny       per-call cost of simulate() on a 4x4-pixel detector (in a fresh interpreter:
@@ -25,7 +29,9 @@ peak memory (max RSS) come from os.wait4() on that process alone (see
 LAUNCHER below: it is started by a small launcher, whose floor of a few MB is
 printed).  Work is counted in pixel-steps: pixels x (sources x mosaic domains
 x phi steps x oversample^2 x sensor layers), the step counts being parsed from
-what the program prints.
+what the program prints; "ns/step" is a run's CPU time (all threads, the whole
+process) over its pixel-steps, printed next to the kernel's arithmetic floor
+(FLOOR_CYCLES_PER_STEP below, at the clock /proc/cpuinfo reports).
 
 With --reference, ours and the reference run alternately (ours, ref, ours,
 ref, ...) so that both see the same machine load; the speed-up is
@@ -73,14 +79,34 @@ TINY_ARGS = ("-cell 100 100 100 90 90 90 -default_F 100 -N 5 -lambda 1 -distance
 
 BENCHMARKS = {
     # name: (kind, description); kind "cli" runs the command, "api" calls simulate(),
-    # "startup" runs the command on a job too small for a throughput figure
+    # "startup" runs the command on a job too small for a throughput figure.
+    # NAME@LEVEL runs NAME.args with NANOBRAGG_ISA=LEVEL for ours (the reference
+    # is the same binary every time, run alternately as always).
     "pilatus6m": ("cli", "Pilatus 6M frame, 10 phi steps, A.mat + scaled.hkl"),
     "mosaic1k": ("cli", "1024^2, 10 mosaic x 5 sources x 2x2 sub-pixels, noise"),
+    "round1k": ("cli", "mosaic1k with -round_xtal"),
+    "gauss1k": ("cli", "mosaic1k with -gauss_xtal"),
+    "saxs1k": ("cli", "SAXS-style: -N 1 (tricubic interpolation), 1 m, 25 sources x 2x2, noise"),
+    "pilatus6m@baseline": ("cli", "pilatus6m, NANOBRAGG_ISA=baseline (x86-64, SSE2)"),
+    "pilatus6m@v3": ("cli", "pilatus6m, NANOBRAGG_ISA=v3 (x86-64-v3: AVX2, FMA)"),
+    "pilatus6m@v4": ("cli", "pilatus6m, NANOBRAGG_ISA=v4 (x86-64-v4: AVX-512)"),
+    "mosaic1k@baseline": ("cli", "mosaic1k, NANOBRAGG_ISA=baseline"),
+    "mosaic1k@v3": ("cli", "mosaic1k, NANOBRAGG_ISA=v3"),
+    "mosaic1k@v4": ("cli", "mosaic1k, NANOBRAGG_ISA=v4"),
     "readme256": ("cli", "the README's first example: 256^2, no input files, all four images"),
     "small64": ("cli", "the same on 64^2: start-up and writing dominate"),
     "tiny": ("api", "simulate() on 4x4 pixels, per call"),
     "startup": ("startup", "nanoBragg on 4x4 pixels: the fixed cost of one process"),
 }
+
+# Arithmetic floor of the square-crystal kernel, CPU-ns per pixel-step on one
+# core: the AVX-512 loop (csrc/kernel/body.c, acc_square) issues 42 FMA + 35
+# multiply-class vector instructions per 8 steps (six sin(pi x) polynomials,
+# h k l, the ratio) which need the two FMA/multiply pipes of a Zen 4/5 core:
+# 77 / 2 = 38.5 cycles per 8 steps = 4.8 cycles per step, 1.85 ns at the
+# 2.6 GHz /proc/cpuinfo reports (1.4 ns at 3.5 GHz boost).  Adds, compares,
+# rounding and the one division go to the other pipes and overlap.
+FLOOR_CYCLES_PER_STEP = 77 / 2 / 8
 
 FLOAT_RTOL = 1e-5        # of |ref| per pixel
 FLOAT_PEAK_TOL = 1e-6    # of max|ref| over the image
@@ -91,7 +117,12 @@ FLOAT_PEAK_TOL = 1e-6    # of max|ref| over the image
 def bench_args(name):
     if name == "startup":
         return shlex.split(TINY_ARGS)
-    return shlex.split((HERE / f"{name}.args").read_text())
+    return shlex.split((HERE / f"{name.split('@')[0]}.args").read_text())
+
+
+def bench_isa(name):
+    """The NANOBRAGG_ISA a NAME@LEVEL benchmark forces on ours, else None."""
+    return name.split("@", 1)[1] if "@" in name else None
 
 
 def stage_inputs(argv, workdir):
@@ -165,6 +196,18 @@ def machine_info():
     except OSError:
         pass
     return info
+
+
+def cpu_ghz():
+    """The clock /proc/cpuinfo reports (GHz), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":", 1)[1]) / 1000.0
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def loadavg():
@@ -358,6 +401,7 @@ def summarize(runs, pixel_steps=None):
          "peak_mb": max(r["maxrss_mb"] for r in ok)}
     if pixel_steps:
         s["pixel_steps"] = pixel_steps
+        s["cpu_ns_per_step"] = s["cpu_s"] / pixel_steps * 1e9
         s["mpix_steps_per_s"] = pixel_steps / med / 1e6
         s["mpix_steps_per_s_best"] = pixel_steps / min(walls) / 1e6
     return s
@@ -504,6 +548,11 @@ def main(argv=None):
 
         argv = bench_args(name)
         entry["args"] = argv
+        isa = bench_isa(name)
+        ours_env = dict(env)
+        if isa:
+            ours_env["NANOBRAGG_ISA"] = isa
+            entry["isa"] = isa
         progs = [("ours", ours)] + ([("ref", ref)] if ref else [])
         runs = {p: [] for p, _ in progs}
         floats = {}
@@ -512,7 +561,8 @@ def main(argv=None):
             for prog, exe in progs:
                 if prog in broken:
                     continue
-                r = run_cli(exe, argv, env, keep_float=(prog not in floats), scratch=args.scratch)
+                r = run_cli(exe, argv, ours_env if prog == "ours" else env, keep_float=(prog not in floats),
+                            scratch=args.scratch)
                 if "_float" in r:
                     floats[prog] = r.pop("_float")
                 runs[prog].append(r)
@@ -566,6 +616,11 @@ def main(argv=None):
                                  + (f"{cmp_['cpu_ratio']:.2f}x)" if cmp_["cpu_ratio"] else "-)"))
                     parts.append(f"memory  {cmp_['memory_ratio']:.2f}x (ours peak / ref peak: "
                                  f"{o['peak_mb']:.1f} / {rf['peak_mb']:.1f} MB)")
+                if o and o.get("cpu_ns_per_step"):
+                    ghz = cpu_ghz()
+                    floor = f"; floor {FLOOR_CYCLES_PER_STEP / ghz:.2f} ns at {ghz:.2f} GHz" if ghz else ""
+                    parts.append(f"ns/step {o['cpu_ns_per_step']:.2f} ours, {rf['cpu_ns_per_step']:.2f} ref "
+                                 f"(CPU time / pixel-steps, whole run{floor})")
                 if "float_match" in cmp_:
                     verdict = "PASS" if cmp_["float_match"] else "FAIL"
                     detail = cmp_.get("message") or (

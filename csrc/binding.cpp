@@ -549,6 +549,7 @@ class Setup {
         stats["fallback_pixel"] = st.fallback_pixel;
         stats["fallback_hkl"] = py::make_tuple(st.fallback_hkl[0], st.fallback_hkl[1], st.fallback_hkl[2]);
         stats["fallback_hkl0"] = py::make_tuple(st.fallback_hkl0[0], st.fallback_hkl0[1], st.fallback_hkl0[2]);
+        stats["kernel_isa"] = st.kernel_isa;
         return py::make_tuple(py::cast(image.release(), py::return_value_policy::take_ownership), stats);
     }
     py::tuple int_image(const py::object &image, double max_I) const {

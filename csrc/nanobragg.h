@@ -25,11 +25,6 @@
 extern "C" {
 #endif
 
-/* NB_VERSION comes from the build (python/nanobragg/_version.py, the one
- * place the version is written). */
-#ifndef NB_VERSION
-#error "build with -DNB_VERSION=\"x.y.z\" (CMakeLists.txt does)"
-#endif
 
 typedef enum { NB_CONV_CUSTOM = 0, NB_CONV_ADXV, NB_CONV_MOSFLM, NB_CONV_XDS, NB_CONV_DIALS, NB_CONV_DENZO } nb_convention;
 typedef enum { NB_PIVOT_BEAM = 0, NB_PIVOT_SAMPLE = 1 } nb_pivot;
@@ -257,6 +252,7 @@ typedef struct nb_stats {
     long fallback_pixel;          /* raster index of the pixel where that happened */
     double fallback_hkl[3];
     int fallback_hkl0[3];
+    const char *kernel_isa;       /* the compiled kernel that rendered: "baseline", "v3", "v4" (see NANOBRAGG_ISA) */
 } nb_stats;
 
 /* Called by nb_render from the calling thread only, about every

@@ -361,3 +361,41 @@ def compare_case(case, workdir):
         if data is not None:
             problems += compare_exact(data, golden_bytes(cid, name), name)
     return problems
+
+
+# ----------------------------------------------------------- kernel levels --
+ISA_LEVELS = ("baseline", "v3", "v4")
+
+
+def kernel_levels():
+    """The kernel levels (NANOBRAGG_ISA values) this build and CPU can run,
+    each checked by rendering a tiny image with it; a level that is refused
+    must be refused for the CPU's sake (see test_isa.py for the cross-check
+    against /proc/cpuinfo)."""
+    global _LEVELS
+    if _LEVELS is None:
+        from nanobragg import simulate
+        found = []
+        saved = os.environ.get("NANOBRAGG_ISA")
+        try:
+            for level in ISA_LEVELS:
+                os.environ["NANOBRAGG_ISA"] = level
+                try:
+                    r = simulate(cell=(100, 100, 100, 90, 90, 90), default_F=100, N=5, wavelength=1,
+                                 distance=100, detpixels=4, pixel=0.1)
+                except Exception as e:  # noqa: BLE001 - the message is checked
+                    if "lacks" not in str(e) and "one kernel" not in str(e):
+                        raise
+                    continue
+                assert r.stats["kernel_isa"] == level, (level, r.stats["kernel_isa"])
+                found.append(level)
+        finally:
+            if saved is None:
+                os.environ.pop("NANOBRAGG_ISA", None)
+            else:
+                os.environ["NANOBRAGG_ISA"] = saved
+        _LEVELS = found
+    return list(_LEVELS)
+
+
+_LEVELS = None

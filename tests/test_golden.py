@@ -11,11 +11,13 @@ import goldenlib
 CASES = goldenlib.load_cases()
 
 
+@pytest.mark.parametrize("isa", goldenlib.kernel_levels())
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_golden(case, tmp_path):
-    goldenlib.run_case(case, tmp_path)
+def test_golden(case, isa, tmp_path):
+    """Every case under every kernel level the CPU runs (NANOBRAGG_ISA)."""
+    goldenlib.run_case(case, tmp_path, env={"NANOBRAGG_ISA": isa})
     problems = goldenlib.compare_case(case, tmp_path)
-    assert not problems, f"{case['id']} ({case['covers']}):\n  " + "\n  ".join(problems)
+    assert not problems, f"{case['id']} [{isa}] ({case['covers']}):\n  " + "\n  ".join(problems)
 
 
 def test_cases_are_complete():
