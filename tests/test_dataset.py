@@ -247,13 +247,29 @@ def test_bad_descriptions_are_one_line_errors(tmp_path, text, match):
 
 def test_cbf_output_goes_through_images_write_cbf(tmp_path):
     text = ROTATION.replace("seed = 5", 'seed = 5\noutput = "cbf"')
-    spec = dataset.load_spec(text)
     try:
         from nanobragg.images import write_cbf  # noqa: F401  (another part of the package)
     except ImportError:
-        s = dataset.run(spec, tmp_path, workers=0, frames=[0])
-        assert "nanobragg.images.write_cbf" in s.failed[0]
-        assert not (tmp_path / "frame_00001.cbf").exists()
+        with pytest.raises(dataset.DatasetError, match="nanobragg.images.write_cbf"):
+            dataset.load_spec(text)
     else:
+        spec = dataset.load_spec(text)
         s = dataset.run(spec, tmp_path, workers=0, frames=[0])
         assert s.ok and (tmp_path / "frame_00001.cbf").exists()
+
+
+def test_smv_frames_are_the_simulated_images(tmp_path):
+    import nanobragg
+    text = ROTATION.replace("seed = 5", 'seed = 5\noutput = "smv"\nimages = ["counts", "int", "float"]')
+    spec = dataset.load_spec(text)
+    s = dataset.run(spec, tmp_path, workers=0, frames=[3])
+    assert s.ok
+    kw, rec = dataset.frame_keywords(spec, 3)
+    assert kw["phi"] == pytest.approx(10 + 3 * 0.5) and kw["osc"] == 0.5
+    r = nanobragg.simulate(**kw)
+    assert (tmp_path / "frame_00004.img").read_bytes() == r.smv_bytes(noise=True, seed=rec["noise_seed"])
+    assert (tmp_path / "frame_00004.int.img").read_bytes() == r.smv_bytes()
+    assert (tmp_path / "frame_00004.bin").read_bytes() == r.float_bytes()
+    only = dataset.load_spec(text.replace('["counts", "int", "float"]', '["float"]'))
+    assert dataset.run(only, tmp_path / "f", workers=0).ok
+    assert sorted(p.name for p in (tmp_path / "f").glob("frame_*")) == [f"frame_{i:05d}.bin" for i in range(1, 13)]

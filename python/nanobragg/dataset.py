@@ -129,7 +129,7 @@ def load_spec(source: Any) -> Spec:
     else:
         path = os.fspath(source)
         name = path
-        if "\n" in path or "=" in path or path.lstrip().startswith("{"):
+        if not os.path.exists(path) and ("\n" in path or "=" in path or path.lstrip().startswith("{")):
             text, name = path, "the description"
         else:
             try:
@@ -247,7 +247,20 @@ def _validate(raw: Dict[str, Any]) -> Spec:
         raise DatasetError(str(e).replace("simulate() got an unexpected keyword argument", "unknown keyword")) from None
     if background is not None:
         _companion("background")
+    if output == "cbf":
+        _cbf_writer()
     return spec
+
+
+def _cbf_writer():
+    """nanobragg.images.write_cbf(path, counts, header_values): another part of
+    the package; imported only for output = "cbf"."""
+    try:
+        from .images import write_cbf
+    except ImportError:
+        raise DatasetError("output = \"cbf\" needs nanobragg.images.write_cbf, which this installation "
+                           "does not have; use \"smv\" or \"nexus\"") from None
+    return write_cbf
 
 
 def _check_distribution(key: str, v):
@@ -401,6 +414,8 @@ def frame_name(spec: Spec, i: int) -> str:
     only once the frame is complete."""
     if spec.output == "nexus":
         return os.path.join(DATA_DIR, f"frame_{i + 1:06d}.h5")
+    if spec.images == ("float",):
+        return f"frame_{i + 1:05d}.bin"
     return f"frame_{i + 1:05d}.{'cbf' if spec.output == 'cbf' else 'img'}"
 
 
@@ -431,7 +446,7 @@ def write_frame(spec: Spec, out_dir: str, i: int, threads: int = 1) -> Dict[str,
     else:
         from . import _io
         base = path.rsplit(".", 1)[0]
-        with _io.OutputSet() as out:
+        with _io.OutputSet() as out:   # the frame's own file is staged last: it marks the frame complete
             if "float" in img:
                 out.stage(base + ".bin", [r.float_bytes()])
             if spec.output == "smv":
@@ -440,14 +455,9 @@ def write_frame(spec: Spec, out_dir: str, i: int, threads: int = 1) -> Dict[str,
                 if main_image is not None:
                     out.stage(path, [r.smv_bytes(noise="counts" in img, seed=img["record"]["noise_seed"])])
             elif main_image is not None:
-                try:
-                    from .images import write_cbf
-                except ImportError:
-                    raise DatasetError("output = \"cbf\" needs nanobragg.images.write_cbf, which this "
-                                       "installation does not have; use \"smv\" or \"nexus\"") from None
+                write_cbf = _cbf_writer()
                 if "int" in img and "counts" in img:
-                    tmp_int = base + ".int.cbf"
-                    write_cbf(tmp_int, img["int"], r.header)
+                    write_cbf(base + ".int.cbf", img["int"], r.header)
                 write_cbf(path, main_image, r.header)   # atomic by contract (images.py)
             out.commit()
     return {"frame": i, "seconds": time.perf_counter() - t0}
