@@ -232,6 +232,8 @@ def test_failed_frames_are_retried_and_reported(tmp_path, cluster):
     (f'args = "{ARGS}"\nframes = 2\nseed = 1\noutput = "tiff"\n[rotation]\n', "output: 'tiff'"),
     (f'args = "{ARGS}"\nframes = 2\nseed = 1\ncompression = "zip"\n[rotation]\n', "unknown compression"),
     ("args = [", "not valid TOML"),
+    (f'args = "{ARGS}"\nframes = 2\nseed = 1\n[rotation]\n[background]\nargs = "-water 100"\n', "background: "),
+    (f'args = "{ARGS}"\nframes = 2\nseed = 1\n[rotation]\n[noisify]\nflags = 1\n', "noisify: a table with args"),
 ])
 def test_bad_descriptions_are_one_line_errors(tmp_path, text, match):
     with pytest.raises(dataset.DatasetError, match=match):

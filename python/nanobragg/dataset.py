@@ -77,6 +77,7 @@ class Spec:
     images: Tuple[str, ...] = ("counts",)
     compression: Optional[str] = None
     background: Optional[str] = None       # companion: flags for nanobragg.background
+    noisify: Optional[str] = None          # companion: flags for nanobragg.noisify
     source_text: str = field(default="", compare=False)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -86,6 +87,8 @@ class Spec:
             d["compression"] = self.compression
         if self.background is not None:
             d["background"] = {"args": self.background}
+        if self.noisify is not None:
+            d["noisify"] = {"args": self.noisify}
         if self.kind == "rotation":
             rot = {}
             if self.phi_start is not None:
@@ -167,7 +170,8 @@ def _number(v, what: str, *, integer: bool = False):
 
 
 def _validate(raw: Dict[str, Any]) -> Spec:
-    known = {"args", "frames", "seed", "rotation", "stills", "output", "images", "compression", "background"}
+    known = {"args", "frames", "seed", "rotation", "stills", "output", "images", "compression", "background",
+             "noisify"}
     extra = sorted(set(raw) - known)
     if extra:
         raise DatasetError(f"unknown key '{extra[0]}' (keys: {', '.join(sorted(known))})")
@@ -203,16 +207,19 @@ def _validate(raw: Dict[str, Any]) -> Spec:
             compression_options(compression)
         except NexusError as e:
             raise DatasetError(str(e)) from None
-    background = raw.get("background")
-    if background is not None:
-        if not isinstance(background, dict) or set(background) - {"args"} or not isinstance(background.get("args"), str):
-            raise DatasetError("background: a table with args = \"<nonBragg flags>\"")
-        background = background["args"]
+    companions = {}
+    for name, program in (("background", "nonBragg"), ("noisify", "noisify")):
+        c = raw.get(name)
+        if c is not None:
+            if not isinstance(c, dict) or set(c) - {"args"} or not isinstance(c.get("args"), str):
+                raise DatasetError(f"{name}: a table with args = \"<{program} flags>\"")
+            companions[name] = c["args"]
+    background, noisify = companions.get("background"), companions.get("noisify")
     if ("rotation" in raw) == ("stills" in raw):
         raise DatasetError("give exactly one of [rotation] or [stills]")
     base = _base_keywords(args)
     kw: Dict[str, Any] = dict(args=args, frames=frames, seed=seed, output=output, images=images,
-                              compression=compression, background=background)
+                              compression=compression, background=background, noisify=noisify)
     if "rotation" in raw:
         rot = raw["rotation"]
         if not isinstance(rot, dict) or set(rot) - {"phi_start", "osc"}:
@@ -245,8 +252,8 @@ def _validate(raw: Dict[str, Any]) -> Spec:
         normalize({**base, **_drawn(spec, 0)[0]})
     except (TypeError, ValueError) as e:
         raise DatasetError(str(e).replace("simulate() got an unexpected keyword argument", "unknown keyword")) from None
-    if background is not None:
-        _companion("background")
+    for name in companions:
+        _companion(name)   # refused up front while the companion is not installed
     if output == "cbf":
         _cbf_writer()
     return spec
@@ -400,13 +407,17 @@ def render_frame(spec: Spec, i: int, threads: int = 1) -> Dict[str, Any]:
 
 
 def _companion(name: str):
-    """The companion programs' modules (another part of the package): imported
-    only when a description asks for them."""
+    """The companion programs (nanobragg.background for nonBragg, nanobragg.noisify)
+    are other parts of the package.  Their keys are reserved in the description
+    and refused, naming the reason, until a frame's images go through them:
+    never silently ignored."""
     import importlib
     try:
-        return importlib.import_module(f"nanobragg.{name}")
+        mod = importlib.import_module(f"nanobragg.{name}")
     except ImportError:
         raise DatasetError(f"{name}: needs nanobragg.{name}, which this installation does not have") from None
+    del mod  # present: wiring its images into the frames is the next step (docs/scaling.md)
+    raise DatasetError(f"{name}: datasets cannot use nanobragg.{name} in this version yet")
 
 
 def frame_name(spec: Spec, i: int) -> str:
