@@ -275,3 +275,23 @@ def test_smv_frames_are_the_simulated_images(tmp_path):
     only = dataset.load_spec(text.replace('["counts", "int", "float"]', '["float"]'))
     assert dataset.run(only, tmp_path / "f", workers=0).ok
     assert sorted(p.name for p in (tmp_path / "f").glob("frame_*")) == [f"frame_{i:05d}.bin" for i in range(1, 13)]
+
+
+def test_several_frames_per_file_same_frames(tmp_path, cluster):
+    one = dataset.load_spec(ROTATION)
+    five = dataset.load_spec(ROTATION.replace("seed = 5", "seed = 5\nframes_per_file = 5"))
+    dataset.run(one, tmp_path / "one", workers=0)
+    s = dataset.run(five, tmp_path / "five", scheduler=cluster.scheduler_address)
+    assert s.ok and s.rendered == list(range(12))
+    assert sorted(p.name for p in (tmp_path / "five/data").iterdir()) == \
+        ["frame_000001.h5", "frame_000006.h5", "frame_000011.h5"]
+    with h5py.File(tmp_path / "one/master.h5", "r") as a, h5py.File(tmp_path / "five/master.h5", "r") as b:
+        np.testing.assert_array_equal(a["/entry/data/data"][()], b["/entry/data/data"][()])
+        np.testing.assert_array_equal(a["/entry/sample/transformations/phi"][()],
+                                      b["/entry/sample/transformations/phi"][()])
+    # a frame alone renders its whole file, with the same bytes
+    alone = dataset.run(five, tmp_path / "alone", workers=0, frames=[7])
+    assert alone.rendered == [5, 6, 7, 8, 9]
+    assert (tmp_path / "alone/data/frame_000006.h5").read_bytes() == (tmp_path / "five/data/frame_000006.h5").read_bytes()
+    with pytest.raises(dataset.DatasetError, match="frames_per_file: only for"):
+        dataset.load_spec(ROTATION.replace("seed = 5", 'seed = 5\nframes_per_file = 2\noutput = "smv"'))
