@@ -232,6 +232,8 @@ def test_failed_frames_are_retried_and_reported(tmp_path, cluster):
     (f'args = "{ARGS}"\nframes = 2\nseed = 1\noutput = "tiff"\n[rotation]\n', "output: 'tiff'"),
     (f'args = "{ARGS}"\nframes = 2\nseed = 1\ncompression = "zip"\n[rotation]\n', "unknown compression"),
     ("args = [", "not valid TOML"),
+    (f'args = "{ARGS}"\nframes = 2\nseed = 1\n[rotation]\n[background]\nargs = "-water 100"\n', "background: "),
+    (f'args = "{ARGS}"\nframes = 2\nseed = 1\n[rotation]\n[noisify]\nflags = 1\n', "noisify: a table with args"),
 ])
 def test_bad_descriptions_are_one_line_errors(tmp_path, text, match):
     with pytest.raises(dataset.DatasetError, match=match):
@@ -255,3 +257,40 @@ def test_cbf_output_frames(tmp_path):
     assert s.ok and (tmp_path / "frame_00001.cbf").exists()
     img = fabio.open(str(tmp_path / "frame_00001.cbf"))
     assert img.data.shape == (32, 32) and img.data.min() >= 0
+
+
+def test_smv_frames_are_the_simulated_images(tmp_path):
+    import nanobragg
+    text = ROTATION.replace("seed = 5", 'seed = 5\noutput = "smv"\nimages = ["counts", "int", "float"]')
+    spec = dataset.load_spec(text)
+    s = dataset.run(spec, tmp_path, workers=0, frames=[3])
+    assert s.ok
+    kw, rec = dataset.frame_keywords(spec, 3)
+    assert kw["phi"] == pytest.approx(10 + 3 * 0.5) and kw["osc"] == 0.5
+    r = nanobragg.simulate(**kw)
+    assert (tmp_path / "frame_00004.img").read_bytes() == r.smv_bytes(noise=True, seed=rec["noise_seed"])
+    assert (tmp_path / "frame_00004.int.img").read_bytes() == r.smv_bytes()
+    assert (tmp_path / "frame_00004.bin").read_bytes() == r.float_bytes()
+    only = dataset.load_spec(text.replace('["counts", "int", "float"]', '["float"]'))
+    assert dataset.run(only, tmp_path / "f", workers=0).ok
+    assert sorted(p.name for p in (tmp_path / "f").glob("frame_*")) == [f"frame_{i:05d}.bin" for i in range(1, 13)]
+
+
+def test_several_frames_per_file_same_frames(tmp_path, cluster):
+    one = dataset.load_spec(ROTATION)
+    five = dataset.load_spec(ROTATION.replace("seed = 5", "seed = 5\nframes_per_file = 5"))
+    dataset.run(one, tmp_path / "one", workers=0)
+    s = dataset.run(five, tmp_path / "five", scheduler=cluster.scheduler_address)
+    assert s.ok and s.rendered == list(range(12))
+    assert sorted(p.name for p in (tmp_path / "five/data").iterdir()) == \
+        ["frame_000001.h5", "frame_000006.h5", "frame_000011.h5"]
+    with h5py.File(tmp_path / "one/master.h5", "r") as a, h5py.File(tmp_path / "five/master.h5", "r") as b:
+        np.testing.assert_array_equal(a["/entry/data/data"][()], b["/entry/data/data"][()])
+        np.testing.assert_array_equal(a["/entry/sample/transformations/phi"][()],
+                                      b["/entry/sample/transformations/phi"][()])
+    # a frame alone renders its whole file, with the same bytes
+    alone = dataset.run(five, tmp_path / "alone", workers=0, frames=[7])
+    assert alone.rendered == [5, 6, 7, 8, 9]
+    assert (tmp_path / "alone/data/frame_000006.h5").read_bytes() == (tmp_path / "five/data/frame_000006.h5").read_bytes()
+    with pytest.raises(dataset.DatasetError, match="frames_per_file: only for"):
+        dataset.load_spec(ROTATION.replace("seed = 5", 'seed = 5\nframes_per_file = 2\noutput = "smv"'))

@@ -207,3 +207,46 @@ def test_result_write_nexus_is_the_noise_or_int_image(tmp_path):
         nexus.read_nexus(tmp_path / "i.h5", image="float_image")
     with pytest.raises(nexus.NexusError, match="frame 1 out of range"):
         nexus.read_nexus(tmp_path / "i.h5", 1)
+
+
+def test_same_bytes_when_another_thread_holds_the_writers_frames(tmp_path):
+    # dask's profiler samples the running thread's frames, which keeps h5py
+    # objects alive for a moment longer; the file's bytes must not depend on it
+    import hashlib
+    import random
+    import sys
+    import threading
+    import time
+
+    r = nanobragg.simulate(**BASE)
+    g, counts = r.geometry, r.noise_image(1)
+    main = threading.get_ident()
+    stop = threading.Event()
+
+    def sampler():
+        held = []
+        while not stop.is_set():
+            f, stack = sys._current_frames().get(main), []
+            while f is not None:
+                stack.append(f)
+                f = f.f_back
+            held.append(stack)
+            if len(held) > 3:
+                held.pop(0)
+            time.sleep(random.random() * 0.002)
+        held.clear()
+
+    t = threading.Thread(target=sampler, daemon=True)
+    t.start()
+    seen = {"one": set(), "frame": set(), "master": set()}
+    try:
+        for _ in range(60):
+            nexus.write_nexus(tmp_path / "one.h5", counts, g, float_image=r.float_image)
+            nexus.write_data_file(tmp_path / "frame.h5", counts, float_image=r.float_image, attrs={"a": "b"})
+            nexus.write_master(tmp_path / "master.h5", g, [("frame.h5", 1)], phi_deg=[0.0], osc_deg=0.1)
+            for k in seen:
+                seen[k].add(hashlib.sha256((tmp_path / f"{k}.h5").read_bytes()).hexdigest())
+    finally:
+        stop.set()
+        t.join()
+    assert {k: len(v) for k, v in seen.items()} == {"one": 1, "frame": 1, "master": 1}

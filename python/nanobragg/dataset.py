@@ -77,6 +77,8 @@ class Spec:
     images: Tuple[str, ...] = ("counts",)
     compression: Optional[str] = None
     background: Optional[str] = None       # companion: flags for nanobragg.background
+    noisify: Optional[str] = None          # companion: flags for nanobragg.noisify
+    frames_per_file: int = 1               # nexus: frames in one data file (one task renders them)
     source_text: str = field(default="", compare=False)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -84,8 +86,12 @@ class Spec:
                              "output": self.output, "images": list(self.images)}
         if self.compression is not None:
             d["compression"] = self.compression
+        if self.frames_per_file != 1:
+            d["frames_per_file"] = self.frames_per_file
         if self.background is not None:
             d["background"] = {"args": self.background}
+        if self.noisify is not None:
+            d["noisify"] = {"args": self.noisify}
         if self.kind == "rotation":
             rot = {}
             if self.phi_start is not None:
@@ -129,7 +135,7 @@ def load_spec(source: Any) -> Spec:
     else:
         path = os.fspath(source)
         name = path
-        if "\n" in path or "=" in path or path.lstrip().startswith("{"):
+        if not os.path.exists(path) and ("\n" in path or "=" in path or path.lstrip().startswith("{")):
             text, name = path, "the description"
         else:
             try:
@@ -167,7 +173,8 @@ def _number(v, what: str, *, integer: bool = False):
 
 
 def _validate(raw: Dict[str, Any]) -> Spec:
-    known = {"args", "frames", "seed", "rotation", "stills", "output", "images", "compression", "background"}
+    known = {"args", "frames", "seed", "rotation", "stills", "output", "images", "compression", "background",
+             "noisify", "frames_per_file"}
     extra = sorted(set(raw) - known)
     if extra:
         raise DatasetError(f"unknown key '{extra[0]}' (keys: {', '.join(sorted(known))})")
@@ -203,16 +210,25 @@ def _validate(raw: Dict[str, Any]) -> Spec:
             compression_options(compression)
         except NexusError as e:
             raise DatasetError(str(e)) from None
-    background = raw.get("background")
-    if background is not None:
-        if not isinstance(background, dict) or set(background) - {"args"} or not isinstance(background.get("args"), str):
-            raise DatasetError("background: a table with args = \"<nonBragg flags>\"")
-        background = background["args"]
+    fpf = _number(raw.get("frames_per_file", 1), "frames_per_file", integer=True)
+    if fpf < 1:
+        raise DatasetError("frames_per_file: at least 1")
+    if fpf != 1 and output != "nexus":
+        raise DatasetError("frames_per_file: only for output = \"nexus\" (cbf/smv: one file per frame)")
+    companions = {}
+    for name, program in (("background", "nonBragg"), ("noisify", "noisify")):
+        c = raw.get(name)
+        if c is not None:
+            if not isinstance(c, dict) or set(c) - {"args"} or not isinstance(c.get("args"), str):
+                raise DatasetError(f"{name}: a table with args = \"<{program} flags>\"")
+            companions[name] = c["args"]
+    background, noisify = companions.get("background"), companions.get("noisify")
     if ("rotation" in raw) == ("stills" in raw):
         raise DatasetError("give exactly one of [rotation] or [stills]")
     base = _base_keywords(args)
     kw: Dict[str, Any] = dict(args=args, frames=frames, seed=seed, output=output, images=images,
-                              compression=compression, background=background)
+                              compression=compression, background=background, noisify=noisify,
+                              frames_per_file=fpf)
     if "rotation" in raw:
         rot = raw["rotation"]
         if not isinstance(rot, dict) or set(rot) - {"phi_start", "osc"}:
@@ -245,8 +261,8 @@ def _validate(raw: Dict[str, Any]) -> Spec:
         normalize({**base, **_drawn(spec, 0)[0]})
     except (TypeError, ValueError) as e:
         raise DatasetError(str(e).replace("simulate() got an unexpected keyword argument", "unknown keyword")) from None
-    if background is not None:
-        _companion("background")
+    for name in companions:
+        _companion(name)   # refused up front while the companion is not installed
     return spec
 
 
@@ -387,20 +403,33 @@ def render_frame(spec: Spec, i: int, threads: int = 1) -> Dict[str, Any]:
 
 
 def _companion(name: str):
-    """The companion programs' modules (another part of the package): imported
-    only when a description asks for them."""
+    """The companion programs (nanobragg.background for nonBragg, nanobragg.noisify)
+    are other parts of the package.  Their keys are reserved in the description
+    and refused, naming the reason, until a frame's images go through them:
+    never silently ignored."""
     import importlib
     try:
-        return importlib.import_module(f"nanobragg.{name}")
+        mod = importlib.import_module(f"nanobragg.{name}")
     except ImportError:
         raise DatasetError(f"{name}: needs nanobragg.{name}, which this installation does not have") from None
+    del mod  # present: wiring its images into the frames is the next step (docs/scaling.md)
+    raise DatasetError(f"{name}: datasets cannot use nanobragg.{name} in this version yet")
+
+
+def block_of(spec: Spec, i: int) -> Tuple[int, int]:
+    """(first frame, number of frames) of the file that holds frame i."""
+    k = spec.frames_per_file
+    first = (i // k) * k
+    return first, min(k, spec.frames - first)
 
 
 def frame_name(spec: Spec, i: int) -> str:
     """The file that holds frame i (relative to the output folder): it exists
-    only once the frame is complete."""
+    only once the frame (with the others of its file) is complete."""
     if spec.output == "nexus":
-        return os.path.join(DATA_DIR, f"frame_{i + 1:06d}.h5")
+        return os.path.join(DATA_DIR, f"frame_{block_of(spec, i)[0] + 1:06d}.h5")
+    if spec.images == ("float",):
+        return f"frame_{i + 1:05d}.bin"
     return f"frame_{i + 1:05d}.{'cbf' if spec.output == 'cbf' else 'img'}"
 
 
@@ -414,37 +443,43 @@ def _geometry_record(g: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def write_frame(spec: Spec, out_dir: str, i: int, threads: int = 1) -> Dict[str, Any]:
-    """Render frame i and publish its file(s) in out_dir atomically.
-    Returns {"frame", "seconds"}: small, to travel back from a worker."""
+    """Render frame i (for nexus: the frames of its data file, i being the
+    first) and publish its file(s) in out_dir atomically.  Returns
+    {"frame", "frames", "seconds"}: small, to travel back from a worker."""
     t0 = time.perf_counter()
+    path = os.path.join(out_dir, frame_name(spec, i))
+    if spec.output == "nexus":
+        import numpy as np
+        from . import nexus
+        first, count = block_of(spec, i)
+        imgs = [render_frame(spec, j, threads) for j in range(first, first + count)]
+        main = "counts" if "counts" in spec.images else "int" if "int" in spec.images else "float"
+        stack = np.stack([m[main] for m in imgs])
+        fl = np.stack([m["float"] for m in imgs]) if main != "float" and "float" in spec.images else None
+        geoms = [_geometry_record(m["result"].geometry) for m in imgs]
+        nexus.write_data_file(path, stack, float_image=fl, compression=spec.compression,
+                              attrs={"geometry": json.dumps(geoms, sort_keys=True),
+                                     "record": json.dumps([m["record"] for m in imgs], sort_keys=True)})
+        return {"frame": first, "frames": count, "seconds": time.perf_counter() - t0}
     img = render_frame(spec, i, threads)
     r = img["result"]
-    path = os.path.join(out_dir, frame_name(spec, i))
     main_image = img.get("counts", img.get("int"))
-    if spec.output == "nexus":
-        from . import nexus
-        counts = main_image if main_image is not None else img["float"]
-        nexus.write_data_file(path, counts, float_image=img.get("float") if main_image is not None else None,
-                              compression=spec.compression,
-                              attrs={"geometry": json.dumps(_geometry_record(r.geometry), sort_keys=True),
-                                     "record": json.dumps(img["record"], sort_keys=True)})
-    else:
-        from . import _io
-        base = path.rsplit(".", 1)[0]
-        with _io.OutputSet() as out:
-            if "float" in img:
-                out.stage(base + ".bin", [r.float_bytes()])
-            if spec.output == "smv":
-                if "int" in img and "counts" in img:
-                    out.stage(base + ".int.img", [r.smv_bytes()])
-                if main_image is not None:
-                    out.stage(path, [r.smv_bytes(noise="counts" in img, seed=img["record"]["noise_seed"])])
-            elif main_image is not None:      # miniCBF (images.py): the counts less the -adc pedestal
-                if "int" in img and "counts" in img:
-                    out.stage(base + ".int.cbf", [r.cbf_bytes(noise=False, name=base + ".int.cbf")])
-                out.stage(path, [r.cbf_bytes(noise="counts" in img, seed=img["record"]["noise_seed"], name=path)])
-            out.commit()
-    return {"frame": i, "seconds": time.perf_counter() - t0}
+    from . import _io
+    base = path.rsplit(".", 1)[0]
+    with _io.OutputSet() as out:   # the frame's own file is staged last: it marks the frame complete
+        if "float" in img:
+            out.stage(base + ".bin", [r.float_bytes()])
+        if spec.output == "smv":
+            if "int" in img and "counts" in img:
+                out.stage(base + ".int.img", [r.smv_bytes()])
+            if main_image is not None:
+                out.stage(path, [r.smv_bytes(noise="counts" in img, seed=img["record"]["noise_seed"])])
+        elif main_image is not None:      # miniCBF (images.py): the counts less the -adc pedestal
+            if "int" in img and "counts" in img:
+                out.stage(base + ".int.cbf", [r.cbf_bytes(noise=False, name=base + ".int.cbf")])
+            out.stage(path, [r.cbf_bytes(noise="counts" in img, seed=img["record"]["noise_seed"], name=path)])
+        out.commit()
+    return {"frame": i, "frames": 1, "seconds": time.perf_counter() - t0}
 
 
 # -- the output folder --------------------------------------------------------------
@@ -465,7 +500,8 @@ def _table_bytes(spec: Spec) -> bytes:
 
 
 def prepare(spec: Spec, out_dir: str) -> List[int]:
-    """Create or check the output folder; return the frames still to render.
+    """Create or check the output folder; return the units (first frame of
+    each file) still to render.
 
     A folder written by another description is refused; temporary files left
     by an interrupted run are removed (frames are published by rename, so a
@@ -504,7 +540,12 @@ def prepare(spec: Spec, out_dir: str) -> List[int]:
         _io.atomic_write(os.path.join(out_dir, "dataset.toml" if not spec.source_text.lstrip().startswith("{")
                                       else "dataset.source.json"), [spec.source_text.encode()])
     _io.atomic_write(os.path.join(out_dir, TABLE_FILE), [_table_bytes(spec)])
-    return [i for i in range(spec.frames) if not os.path.exists(os.path.join(out_dir, frame_name(spec, i)))]
+    return [i for i in _units(spec) if not os.path.exists(os.path.join(out_dir, frame_name(spec, i)))]
+
+
+def _units(spec: Spec) -> List[int]:
+    """The first frame of each file: the unit of work, of publishing and of resuming."""
+    return list(range(0, spec.frames, spec.frames_per_file))
 
 
 def finish(spec: Spec, out_dir: str) -> None:
@@ -514,9 +555,9 @@ def finish(spec: Spec, out_dir: str) -> None:
     from . import nexus
     import h5py
     geoms = []
-    for i in range(spec.frames):
+    for i in _units(spec):
         with h5py.File(os.path.join(out_dir, frame_name(spec, i)), "r") as f:
-            geoms.append(json.loads(f["/entry/data"].attrs["geometry"]))
+            geoms.extend(json.loads(f["/entry/data"].attrs["geometry"]))
             if i == 0:
                 dtype = f["/entry/data/data"].dtype
                 has_float = "float_image" in f["/entry/data"]
@@ -526,7 +567,7 @@ def finish(spec: Spec, out_dir: str) -> None:
     osc = 0.0 if stills else math.degrees(g0.get("osc_rad", 0.0))
     wl = [g["lambda0_m"] for g in geoms]
     nexus.write_master(os.path.join(out_dir, MASTER_FILE), g0,
-                       [(frame_name(spec, i).replace(os.sep, "/"), 1) for i in range(spec.frames)],
+                       [(frame_name(spec, i).replace(os.sep, "/"), block_of(spec, i)[1]) for i in _units(spec)],
                        phi_deg=phi, osc_deg=osc, stills=stills,
                        wavelength_m=wl if len(set(wl)) > 1 else wl[0], dtype=dtype, float_image=has_float,
                        per_frame=geoms if stills else None)
@@ -583,15 +624,20 @@ def run(spec: Any, out_dir: str, *, workers: Optional[int] = None, scheduler: Op
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     out_dir = os.fspath(out_dir)
-    todo = prepare(spec, out_dir)
     if frames is not None:
         want = sorted(set(int(i) for i in frames))
         bad = [i for i in want if not 0 <= i < spec.frames]
         if bad:
             raise DatasetError(f"frame {bad[0] + 1} is outside 1..{spec.frames}")
-        todo = [i for i in todo if i in set(want)]
-    total = spec.frames if frames is None else len(set(frames))
-    bar = _progress(total, total - len(todo), progress)
+    todo = prepare(spec, out_dir)
+    if frames is not None:
+        units = {block_of(spec, i)[0] for i in want}
+        todo = [i for i in todo if i in units]
+        total = sum(block_of(spec, i)[1] for i in units)
+    else:
+        total = spec.frames
+    pending = sum(block_of(spec, i)[1] for i in todo)
+    bar = _progress(total, total - pending, progress)
     t0 = time.perf_counter()
     rendered: List[int] = []
     failed: Dict[int, str] = {}
@@ -600,13 +646,15 @@ def run(spec: Any, out_dir: str, *, workers: Optional[int] = None, scheduler: Op
         if todo and workers == 0 and scheduler is None:
             nworkers = 1
             for i in todo:
+                first, count = block_of(spec, i)
                 try:
                     write_frame(spec, out_dir, i, threads)
-                    rendered.append(i)
+                    rendered.extend(range(first, first + count))
                 except (DatasetError, ValueError, OSError, MemoryError) as e:
-                    failed[i] = str(e)
+                    for j in range(first, first + count):
+                        failed[j] = str(e)
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(count)
         elif todo:
             nworkers = _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, processes,
                                  rendered, failed, bar)
@@ -614,10 +662,10 @@ def run(spec: Any, out_dir: str, *, workers: Optional[int] = None, scheduler: Op
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0
-    complete = all(os.path.exists(os.path.join(out_dir, frame_name(spec, i))) for i in range(spec.frames))
+    complete = all(os.path.exists(os.path.join(out_dir, frame_name(spec, i))) for i in _units(spec))
     if complete:
         finish(spec, out_dir)
-    return Summary(total, sorted(rendered), total - len(todo), failed, seconds, nworkers)
+    return Summary(total, sorted(rendered), total - pending, failed, seconds, nworkers)
 
 
 def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, processes, rendered, failed, bar) -> int:
@@ -646,14 +694,15 @@ def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, process
         futures = {client.submit(write_frame, spec, out_dir, i, threads, key=f"nanobragg-frame-{i + 1}-{run_id}",
                                  retries=retries, pure=False): i for i in todo}
         for fut in as_completed(futures):
-            i = futures[fut]
+            first, count = block_of(spec, futures[fut])
             try:
                 fut.result()
-                rendered.append(i)
+                rendered.extend(range(first, first + count))
             except Exception as e:  # a worker's error, after its retries
-                failed[i] = f"{type(e).__name__}: {e}"
+                for j in range(first, first + count):
+                    failed[j] = f"{type(e).__name__}: {e}"
             if bar is not None:
-                bar.update(1)
+                bar.update(count)
     finally:
         client.close()
         if cluster is not None:

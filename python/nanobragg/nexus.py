@@ -157,9 +157,13 @@ def _detector_frame(geometry: Mapping[str, Any]) -> Dict[str, np.ndarray]:
 
 def _write_metadata(entry, geometry: Mapping[str, Any], *, phi_deg: Sequence[float], osc_deg: float,
                     wavelength_m: Union[float, Sequence[float]], nframes: int, stills: bool,
-                    saturation: Optional[int], extra: Optional[Mapping[str, Any]]) -> None:
-    """Everything but the images: instrument, beam, detector chain, sample chain."""
+                    saturation: Optional[int], extra: Optional[Mapping[str, Any]],
+                    per_frame: Optional[Sequence[Mapping[str, Any]]] = None) -> None:
+    """Everything but the images: instrument, beam, detector chain, sample chain.
+    Each object is written once (nothing is deleted or rewritten): the file's
+    layout then follows from what is written alone."""
     d = _detector_frame(geometry)
+    close, n_in, offset_vec, dist, fbeam, sbeam = _detector_values(geometry, d, per_frame)
     _str(entry, "definition", "NXmx")
     src = _nxgroup(entry, "source", "NXsource")
     _str(src, "name", "nanoBragg simulation")
@@ -176,14 +180,14 @@ def _write_metadata(entry, geometry: Mapping[str, Any], *, phi_deg: Sequence[flo
 
     det = _nxgroup(inst, "detector", "NXdetector")
     tr = _nxgroup(det, "transformations", "NXtransformations")
-    _axis(tr, "translation", d["close"], kind="translation", vector=d["normal"], units="m",
+    _axis(tr, "translation", close, kind="translation", vector=d["normal"], units="m",
           depends_on=".", component="detector_arm")
     det.create_dataset("depends_on", data=np.bytes_(f"{tr.name}/translation".encode()))
-    ds = det.create_dataset("distance", data=np.float64(geometry["distance_m"]))
+    ds = det.create_dataset("distance", data=dist)
     ds.attrs["units"] = "m"
     pixel = float(geometry["pixel_m"])
-    for name, key in (("beam_center_x", "Fbeam_m"), ("beam_center_y", "Sbeam_m")):
-        ds = det.create_dataset(name, data=np.float64(float(geometry[key]) / pixel))
+    for name, value in (("beam_center_x", fbeam), ("beam_center_y", sbeam)):
+        ds = det.create_dataset(name, data=value / pixel)
         ds.attrs["units"] = "pixel"
     _str(det, "description", "nanoBragg simulated pixel-array detector")
     _str(det, "type", "pixel")
@@ -201,9 +205,7 @@ def _write_metadata(entry, geometry: Mapping[str, Any], *, phi_deg: Sequence[flo
     spix, fpix = int(geometry["spixels"]), int(geometry["fpixels"])
     mod.create_dataset("data_origin", data=np.array([0, 0], dtype=np.int64))
     mod.create_dataset("data_size", data=np.array([spix, fpix], dtype=np.int64))
-    n_in = float(np.linalg.norm(d["in_plane"]))
-    _axis(mod, "module_offset", n_in, kind="translation",
-          vector=d["in_plane"] / n_in if n_in > 0 else d["fast"], units="m",
+    _axis(mod, "module_offset", n_in, kind="translation", vector=offset_vec, units="m",
           depends_on=f"{tr.name}/translation", component="detector_module")
     _axis(mod, "fast_pixel_direction", pixel, kind="translation", vector=d["fast"], units="m",
           depends_on=f"{mod.name}/module_offset", offset=[0.0, 0.0, 0.0], component="detector_module")
@@ -222,7 +224,9 @@ def _write_metadata(entry, geometry: Mapping[str, Any], *, phi_deg: Sequence[flo
     ds = st.create_dataset("phi_end", data=phi + (0.0 if stills else osc_deg))
     ds.attrs["units"] = "deg"
     sample.create_dataset("depends_on", data=np.bytes_(f"{st.name}/phi".encode()))
-    sample["beam"] = beam                     # older NXmx readers look for the beam in the sample
+    # older NXmx readers look for the beam in the sample; a soft link leaves
+    # the beam's own object header untouched
+    sample["beam"] = _h5py().SoftLink(beam.name)
 
     # nanoBragg's own record: the SI geometry, so that a reader needs no NeXus
     nb = _nxgroup(entry, "nanobragg", "NXcollection")
@@ -275,7 +279,14 @@ def _atomic_h5(path: PathLike, build, atomic: bool = True) -> None:
     from ._io import atomic_write
 
     def write(tmp: str) -> None:
-        with h5py.File(tmp, "w") as f:
+        # The same frame must give the same bytes, but where HDF5 puts a
+        # chunk or a group's heap can depend on when Python releases an h5py
+        # object (later, when a profiler - dask's - or a debugger holds the
+        # frame).  So: the HDF5 1.10 format (as VDS needs anyway), whose
+        # compact groups have no local heap, and no raw-data chunk cache, so
+        # that every chunk is placed when it is written, not when its dataset
+        # is closed.
+        with h5py.File(tmp, "w", libver=("v110", "v110"), rdcc_nbytes=0) as f:
             build(f)
 
     if atomic:
@@ -315,6 +326,8 @@ def write_nexus(path: PathLike, counts, geometry: Mapping[str, Any], *, float_im
     wl = float(geometry["lambda0_m"]) if wavelength_m is None else wavelength_m
     compression_options(compression)  # a bad name fails before the file is made
 
+    h5py = _h5py()
+
     def build(f):
         entry = _nxgroup(f, "entry", "NXentry")
         entry.attrs["default"] = "data"
@@ -322,8 +335,8 @@ def write_nexus(path: PathLike, counts, geometry: Mapping[str, Any], *, float_im
                         stills=stills, saturation=_saturation(data.dtype), extra=extra)
         grp = _nxgroup(entry, "data", "NXdata")
         grp.attrs["signal"] = "data"
-        ds = _image_dataset(grp, "data", data, compression)
-        entry["instrument/detector/data"] = ds
+        _image_dataset(grp, "data", data, compression)
+        entry["instrument/detector/data"] = h5py.SoftLink("/entry/data/data")
         if fl is not None:
             _image_dataset(grp, "float_image", fl, compression)
 
@@ -401,54 +414,43 @@ def write_master(path: PathLike, geometry: Mapping[str, Any], sources: Sequence[
         entry = _nxgroup(f, "entry", "NXentry")
         entry.attrs["default"] = "data"
         _write_metadata(entry, geometry, phi_deg=phi_deg, osc_deg=osc_deg, wavelength_m=wl, nframes=n,
-                        stills=stills, saturation=_saturation(dt), extra=extra)
-        if per_frame is not None:
-            _per_frame_detector(entry, geometry, per_frame)
+                        stills=stills, saturation=_saturation(dt), extra=extra, per_frame=per_frame)
         grp = _nxgroup(entry, "data", "NXdata")
         grp.attrs["signal"] = "data"
-        ds = virtual(grp, "data", dt)
-        entry["instrument/detector/data"] = ds
+        virtual(grp, "data", dt)
+        entry["instrument/detector/data"] = h5py.SoftLink("/entry/data/data")
         if float_image:
             virtual(grp, "float_image", np.dtype(np.float32))
 
     _atomic_h5(path, build)
 
 
-def _per_frame_detector(entry, geometry: Mapping[str, Any], per_frame: Sequence[Mapping[str, Any]]) -> None:
-    """Frames whose detector moves along its normal or within its plane (stills
-    drawn with another distance or beam centre): one translation value per frame."""
-    d0 = _detector_frame(geometry)
+def _detector_values(geometry: Mapping[str, Any], d0: Dict[str, np.ndarray],
+                     per_frame: Optional[Sequence[Mapping[str, Any]]]):
+    """The detector's translation, module offset (length and direction),
+    distance and beam centre: scalars, or one value per frame when the frames'
+    detectors differ by a move along the normal or within the plane (stills
+    drawn with another distance or beam centre)."""
+    def scalars(g, d):
+        n_in = float(np.linalg.norm(d["in_plane"]))
+        return (d["close"], n_in, d["in_plane"] / n_in if n_in > 0 else d["fast"],
+                np.float64(g["distance_m"]), np.float64(g["Fbeam_m"]), np.float64(g["Sbeam_m"]))
+
+    first = scalars(geometry, d0)
+    if per_frame is None:
+        return first
     ds = [_detector_frame(g) for g in per_frame]
     close = np.array([d["close"] for d in ds])
     off = np.array([d["in_plane"] for d in ds])
     if np.ptp(close) == 0 and np.ptp(off, axis=0).max() == 0:
-        return
+        return first
     same_axes = all(np.allclose(d[k], d0[k], rtol=0, atol=1e-12) for d in ds for k in ("fast", "slow", "normal"))
     norms = np.linalg.norm(off, axis=1)
-    direction = off[int(np.argmax(norms))] / max(norms.max(), 1e-300)
-    collinear = np.allclose(off, np.outer(norms, direction), rtol=0, atol=1e-12)
-    if not (same_axes and collinear):
+    direction = off[int(np.argmax(norms))] / norms.max() if norms.max() > 0 else d0["fast"]
+    if not (same_axes and np.allclose(off, np.outer(norms, direction), rtol=0, atol=1e-12)):
         raise NexusError("the frames' detectors are turned differently: one NXmx master cannot describe them")
-    det = entry["instrument/detector"]
-    tr = det["transformations/translation"]
-    attrs = dict(tr.attrs)
-    del det["transformations/translation"]
-    new = det["transformations"].create_dataset("translation", data=close)
-    new.attrs.update(attrs)
-    mo = det["module/module_offset"]
-    attrs = dict(mo.attrs)
-    if norms.max() > 0:
-        attrs["vector"] = direction
-    del det["module/module_offset"]
-    new = det["module"].create_dataset("module_offset", data=norms)
-    new.attrs.update(attrs)
-    del det["distance"]
-    det.create_dataset("distance", data=np.array([float(g["distance_m"]) for g in per_frame]))
-    det["distance"].attrs["units"] = "m"
-    for name, key in (("beam_center_x", "Fbeam_m"), ("beam_center_y", "Sbeam_m")):
-        del det[name]
-        det.create_dataset(name, data=np.array([float(g[key]) / float(g["pixel_m"]) for g in per_frame]))
-        det[name].attrs["units"] = "pixel"
+    return (close, norms, direction, np.array([float(g["distance_m"]) for g in per_frame]),
+            np.array([float(g["Fbeam_m"]) for g in per_frame]), np.array([float(g["Sbeam_m"]) for g in per_frame]))
 
 
 def read_nexus(path: PathLike, index: int = 0, *, image: str = "data") -> Tuple[np.ndarray, Dict[str, Any]]:
