@@ -94,47 +94,16 @@ static double lost_outside(nb_psf_kind kind, double v, int r, double fwhm_px, do
     return v * g / sqrt(g * g + (double)r * r);
 }
 
-/* the kernel's non-zero taps within radius r, in the reference's order
- * (dx outer, dy inner) */
-typedef struct { int dx, dy; double w; } psf_tap;
-/* the same taps as rows: dy, first dx, count, weights (zeros kept: adding
- * v * 0 changes nothing), for the contiguous, vectorisable interior path */
-typedef struct { int dy, dx0, n; const double *w; } psf_span;
-typedef struct { int count; psf_tap *taps; int nspans; psf_span *spans; double *span_w; } psf_taps;
-
-static int build_taps(const double *kernel, int kr, int r, psf_taps *out)
+/* half-width of the kernel row dy within radius r: the largest dx with
+ * dx^2 + dy^2 <= r^2 (exact in double for the radii allowed), -1 if none */
+static int span_half(int r, int dy)
 {
-    int ks = 2 * kr + 1, n = 0;
-    out->taps = malloc(sizeof(psf_tap) * (size_t)(2 * r + 1) * (size_t)(2 * r + 1));
-    if (out->taps == NULL) return NB_ENOMEM;
-    float rr = (float)r * (float)r;
-    for (int dx = -r; dx <= r; ++dx) {
-        for (int dy = -r; dy <= r; ++dy) {
-            double w = kernel[(size_t)ks * (size_t)(kr + dy) + (size_t)(kr + dx)];
-            if (w == 0.0) continue;
-            float rsq = (float)(dx * dx + dy * dy);
-            if (rsq > rr) continue;
-            out->taps[n].dx = dx; out->taps[n].dy = dy; out->taps[n].w = w;
-            n++;
-        }
-    }
-    out->count = n;
-    out->spans = malloc(sizeof(psf_span) * (size_t)(2 * r + 1));
-    out->span_w = malloc(sizeof(double) * (size_t)(2 * r + 1) * (size_t)(2 * r + 1));
-    if (out->spans == NULL || out->span_w == NULL) return NB_ENOMEM;
-    int ns = 0, nw = 0;
-    for (int dy = -r; dy <= r; ++dy) {
-        int hw = -1;
-        for (int dx = 0; dx <= r; ++dx)
-            if ((float)(dx * dx + dy * dy) <= rr) hw = dx;
-        if (hw < 0) continue;
-        psf_span *sp = &out->spans[ns++];
-        sp->dy = dy; sp->dx0 = -hw; sp->n = 2 * hw + 1; sp->w = out->span_w + nw;
-        for (int dx = -hw; dx <= hw; ++dx)
-            out->span_w[nw++] = kernel[(size_t)ks * (size_t)(kr + dy) + (size_t)(kr + dx)];
-    }
-    out->nspans = ns;
-    return NB_OK;
+    long q = (long)r * r - (long)dy * dy;
+    if (q < 0) return -1;
+    long hw = (long)sqrt((double)q);
+    while (hw * hw > q) --hw;
+    while ((hw + 1) * (hw + 1) <= q) ++hw;
+    return (int)hw;
 }
 
 int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, double fwhm_px, int user_radius,
@@ -167,9 +136,8 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
     double *kernel = calloc((size_t)ks * (size_t)ks, sizeof *kernel);
     double *lost = malloc(pixels * sizeof *lost);
     int *radius = malloc(pixels * sizeof *radius);
-    psf_taps *taps = calloc((size_t)kr + 1, sizeof *taps);
-    if (!kernel || !lost || !radius || !taps) {
-        free(kernel); free(lost); free(radius); free(taps);
+    if (!kernel || !lost || !radius) {
+        free(kernel); free(lost); free(radius);
         nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
         return NB_ENOMEM;
     }
@@ -188,12 +156,20 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
         if (!(v > 0.0)) { radius[i] = 0; lost[i] = 0.0; continue; }
         int r = user_radius != 0 ? user_radius : auto_radius(kind, v, fwhm_px, g, 0);
         r = cap_radius(r, w, h);
-        if (r > kr) r = kr;       /* cannot happen with a monotonic radius; keeps the taps in the kernel */
+        if (r > kr) r = kr;       /* cannot happen with a monotonic radius; stays inside the kernel */
         radius[i] = r;
         lost[i] = lost_outside(kind, v, r, fwhm_px, g);
     }
-    for (int r = 1; r <= kr && rc == NB_OK; r++) rc = build_taps(kernel, kr, r, &taps[r]);
-
+    /* the half-widths of the kernel rows, for each radius in use */
+    int **half = calloc((size_t)kr + 1, sizeof *half);
+    if (half == NULL) rc = NB_ENOMEM;
+    for (size_t i = 0; i < pixels && rc == NB_OK; i++) {
+        int r = radius[i];
+        if (r == 0 || half[r] != NULL) continue;
+        half[r] = malloc(sizeof(int) * (size_t)(2 * r + 1));
+        if (half[r] == NULL) { rc = NB_ENOMEM; break; }
+        for (int dy = -r; dy <= r; dy++) half[r][dy + r] = span_half(r, dy);
+    }
     if (rc == NB_OK) {
         /* bands of target rows; every band visits the sources that can reach
          * it in raster order, so each target sums in the serial order.  A
@@ -214,26 +190,34 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
                     int r = radius[i];
                     if (r == 0) continue;
                     double v = in[i];
-                    const psf_tap *t = taps[r].taps;
-                    int nt = taps[r].count;
                     int interior = x0 - r >= 0 && x0 + r < w && y0 - r >= ya && y0 + r < yb;
                     if (interior && isfinite(v)) {
-                        /* every target of this source is distinct, so the
-                         * order of the taps does not matter */
-                        const psf_span *sp = taps[r].spans;
-                        for (int q = 0; q < taps[r].nspans; q++) {
-                            float *o = out + (ptrdiff_t)i + (ptrdiff_t)sp[q].dy * w + sp[q].dx0;
-                            const double *ws = sp[q].w;
-                            for (int e = 0; e < sp[q].n; e++) o[e] = (float)(o[e] + v * ws[e]);
+                        /* row by row: every target of this source is
+                         * distinct, so the order of the taps does not matter
+                         * (and adding v * 0 changes nothing) */
+                        const int *hr = half[r] + r;
+                        for (int dy = -r; dy <= r; dy++) {
+                            int hw = hr[dy];
+                            float *o = out + (ptrdiff_t)i + (ptrdiff_t)dy * w - hw;
+                            const double *ws = kernel + (size_t)ks * (size_t)(kr + dy) + (size_t)(kr - hw);
+                            for (int e = 0; e <= 2 * hw; e++) o[e] = (float)(o[e] + v * ws[e]);
                         }
                         continue;
                     }
-                    for (int q = 0; q < nt; q++) {
-                        long x = x0 + t[q].dx, y = y0 + t[q].dy;
-                        if (x < 0 || x > w || y < 0 || y > h) continue;
-                        size_t j = (size_t)y * (size_t)w + (size_t)x;
-                        if (j < ja || j >= jb) continue;   /* another band's, or past the image */
-                        out[j] += v * t[q].w;
+                    /* near an edge: the reference's loop (dx outer, dy inner; a
+                     * target column of w lands in column 0 of the next row) */
+                    float rr = (float)r * (float)r;
+                    for (int dx = -r; dx <= r; dx++) {
+                        for (int dy = -r; dy <= r; dy++) {
+                            double kw = kernel[(size_t)ks * (size_t)(kr + dy) + (size_t)(kr + dx)];
+                            if (kw == 0.0) continue;
+                            if ((float)(dx * dx + dy * dy) > rr) continue;
+                            long x = x0 + dx, y = y0 + dy;
+                            if (x < 0 || x > w || y < 0 || y > h) continue;
+                            size_t j = (size_t)y * (size_t)w + (size_t)x;
+                            if (j < ja || j >= jb) continue;   /* another band's, or past the image */
+                            out[j] += v * kw;
+                        }
                     }
                 }
             }
@@ -246,8 +230,10 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
     } else {
         nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
     }
-    for (int r = 0; r <= kr; r++) { free(taps[r].taps); free(taps[r].spans); free(taps[r].span_w); }
-    free(taps); free(kernel); free(lost); free(radius);
+    if (half)
+        for (int r = 0; r <= kr; r++) free(half[r]);
+    free(half);
+    free(kernel); free(lost); free(radius);
     return rc;
 }
 

@@ -180,3 +180,28 @@ def test_worked_example_commands(tmp_path):
         os.chdir(cwd)
     ours = np.frombuffer(img[512:], dtype=np.uint16).reshape(512, 512)
     assert np.mean(ours == ns["det"].image) > 0.999
+
+
+def test_psf_conserves_photons():
+    """The PSF moves photons, it does not make or lose them: what falls
+    outside the radius is spread back evenly."""
+    img = np.zeros((40, 40), np.float32)
+    img[20, 20] = 1000
+    r = nanobragg.noisify(img, nonoise=True, psf="gauss", psf_fwhm=300, psf_radius=4, pixel=0.1, adc=0, gain=60)
+    adu = r.noiseless.astype(np.float64)            # whole ADU: at most 1 lost per pixel
+    assert r.lost_photons > 0
+    assert 60000 - img.size <= adu.sum() <= 60000
+    assert adu[20, 20] < 0.5 * 60000 and adu[20, 23] > 0 and adu[23, 20] > 0
+
+
+def test_psf_large_automatic_fiber_radius():
+    """A bright pixel makes the automatic fiber radius larger than the image:
+    it is capped at the image size and the image is rendered quickly, near
+    an edge (the reference's edge loop) too."""
+    img = np.zeros((200, 200), np.float32)
+    img[100, 100] = 1e4
+    img[2, 150] = 1e4
+    r = nanobragg.noisify(img, nonoise=True, psf="fiber", psf_fwhm=100, pixel=0.1, adc=0, bits=32)
+    n = r.noiseless
+    assert n[100, 100] < 1e4 and n[100, 101] > n[100, 110] > 0
+    assert n[2, 150] < 1e4 and n[0, 150] > n[10, 150] > 0
