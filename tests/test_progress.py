@@ -22,7 +22,7 @@ def _meter_text(stdout):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["id"])
 def test_progress_lines_are_the_reference_text(case, tmp_path):
     # the in-process command (the job layer's path; the runner prints none)
-    p = goldenlib.run_case(case, tmp_path, env={"NANOBRAGG_NO_RUNNER": "1", "OMP_NUM_THREADS": "2"})
+    p = goldenlib.run_case(case, tmp_path, env={"OMP_NUM_THREADS": "2"})
     want = (goldenlib.GOLDEN / case["id"] / "stdout.txt").read_text()
     assert _meter_text(p.stdout.decode()) == _meter_text(want)
 
@@ -31,7 +31,7 @@ def test_progress_lines_are_the_reference_text(case, tmp_path):
                                           (["-progress", "-noprogress"], False), (["-printout_pixel", "3", "3"], False)])
 def test_noprogress_progress_and_printout(tmp_path, flags, lines):
     case = {"id": "x", "args": "-cell 50 50 50 90 90 90 -default_F 10 -detpixels 20 -seed 1".split() + flags}
-    p = goldenlib.run_case(case, tmp_path, env={"NANOBRAGG_NO_RUNNER": "1"})
+    p = goldenlib.run_case(case, tmp_path)
     assert ("0% done" in p.stdout.decode()) is lines
 
 
