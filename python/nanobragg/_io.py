@@ -114,6 +114,20 @@ def read_source_rows(text: str) -> "tuple[List[List[float]], List[int]]":
     return read_number_rows(text, ("X", "Y", "Z", "weight", "lambda"))
 
 
+def read_source_file(path: str, label: str) -> "tuple[List[List[float]], List[int]]":
+    """A -sourcefile read and parsed (read_input, read_source_rows); errors
+    name the flag (label), the file and the line; a file with no source is
+    an error."""
+    text = read_input(path, label, "sourcefile", text=True).decode("latin-1")
+    try:
+        rows, lines = read_source_rows(text)
+    except ValueError as e:
+        raise ValueError(f"{label} {path}: {e}") from None
+    if not rows:
+        raise ValueError(f"{label} {path}: no sources in the file")
+    return rows, lines
+
+
 def check_source_rows(rows: Sequence[Sequence[float]], where: Callable[[int], str]) -> None:
     """Refuse sources the engine cannot use: a wavelength that is given and
     not positive, a position given as 0 0 0.  where(i) names row i."""

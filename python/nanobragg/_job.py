@@ -243,13 +243,7 @@ class Job:
     def _read_sources(self, value):
         name = self._name("sourcefile")
         if isinstance(value, str):
-            text = self._read_file(value, "sourcefile", text=True).decode("latin-1")
-            try:
-                rows, lines = _io.read_source_rows(text)
-            except ValueError as e:
-                raise ValueError(f"{name} {value}: {e}") from None
-            if not rows:
-                raise ValueError(f"{name} {value}: no sources in the file")
+            rows, lines = _io.read_source_file(value, name)
             self.sources_name, self.sources_lines = f"{name} {value}", lines
             _io.check_source_rows(rows, self._source_where)
             return rows

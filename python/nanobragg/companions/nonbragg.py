@@ -329,13 +329,7 @@ def read_inputs(s: Dict[str, Any]) -> Tuple[List[float], Optional[List[float]]]:
     table = parse_table(C.read_file(path, "-stol", "stol").decode("latin-1"), f"-stol '{name}'")
     sources = None
     if "sourcefile" in s:
-        text = C.read_file(s["sourcefile"], "-sourcefile", "sourcefile").decode("latin-1")
-        try:
-            rows, _lines = _io.read_source_rows(text)
-        except ValueError as e:
-            raise ValueError(f"-sourcefile '{s['sourcefile']}': {e}") from None
-        if not rows:
-            raise ValueError(f"-sourcefile '{s['sourcefile']}': no sources")
+        rows, _lines = _io.read_source_file(s["sourcefile"], "-sourcefile")
         sources = [v for row in rows for v in row]
     return table, sources
 
