@@ -82,16 +82,22 @@ static int cap_radius(int r, int w, int h)
     return r > maxwidth ? maxwidth : r;
 }
 
-/* photons that fall outside radius r around a pixel of v photons */
-static double lost_outside(nb_psf_kind kind, double v, int r, double fwhm_px, double g)
+/* The fraction of a pixel's photons outside radius r depends on r alone:
+ * Gaussian exp(-ln16 (r/w)^2), fiber
+ * g / sqrt(g^2 + r^2).  lost_factor() is the part computed once per radius;
+ * lost_outside() completes it for v photons in the reference's order. */
+static double lost_factor(nb_psf_kind kind, int r, double fwhm_px, double g)
 {
     if (kind == NB_PSF_GAUSS) {
-        float q = (float)r;
-        q = (float)(q / fwhm_px);
-        q = q * q;
-        return v * exp(-log(16) * q);
+        double q = (double)r / fwhm_px;
+        return exp(-log(16) * (q * q));
     }
-    return v * g / sqrt(g * g + (double)r * r);
+    return sqrt(g * g + (double)r * r);
+}
+
+static double lost_outside(nb_psf_kind kind, double v, double factor, double g)
+{
+    return kind == NB_PSF_GAUSS ? v * factor : v * g / factor;
 }
 
 /* half-width of the kernel row dy within radius r: the largest dx with
@@ -149,6 +155,13 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
         }
 
     int rc = NB_OK;
+    double *factor = malloc(sizeof(double) * ((size_t)kr + 1));
+    if (factor == NULL) {
+        free(kernel); free(lost); free(radius);
+        nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
+        return NB_ENOMEM;
+    }
+    for (int r = 0; r <= kr; r++) factor[r] = lost_factor(kind, r, fwhm_px, g);
     /* each source pixel's radius and lost photons (independent per pixel) */
 #pragma omp parallel for schedule(static) num_threads(team_size(nthreads)) if (pixels > 65536)
     for (long i = 0; i < (long)pixels; i++) {
@@ -158,7 +171,7 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
         r = cap_radius(r, w, h);
         if (r > kr) r = kr;       /* cannot happen with a monotonic radius; stays inside the kernel */
         radius[i] = r;
-        lost[i] = lost_outside(kind, v, r, fwhm_px, g);
+        lost[i] = lost_outside(kind, v, factor[r], g);
     }
     /* the half-widths of the kernel rows, for each radius in use */
     int **half = calloc((size_t)kr + 1, sizeof *half);
@@ -233,7 +246,7 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
     if (half)
         for (int r = 0; r <= kr; r++) free(half[r]);
     free(half);
-    free(kernel); free(lost); free(radius);
+    free(factor); free(kernel); free(lost); free(radius);
     return rc;
 }
 
