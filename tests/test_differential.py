@@ -4,7 +4,8 @@ Skipped unless NANOBRAGG_REFERENCE names a reference ``nanoBragg`` you built
 yourself (upstream nanoBragg.c main + its three fix branches, as
 golden/README.md describes; never part of this project).  Each combination
 runs both programs in their own empty folder on small detectors and compares
-every output by the golden rules (tests/goldenlib.py).
+every output by the golden rules (tests/goldenlib.py), and the "N% done"
+lines of their stdout (ours in-process: the runner prints none).
 
 The generator draws conventions, custom vectors, pivots, rotations,
 two-theta, curved and point pixels, misset, crystal sizes (exact multiples
@@ -292,14 +293,14 @@ def draw(index: int, seed: int = SEED) -> Combination:
         k += 1
 
 
-def _run(command, combo, folder):
+def _run(command, combo, folder, env=None):
     folder.mkdir(parents=True)
     for name in combo.inputs:
         shutil.copyfile(goldenlib.INPUTS / name, folder / name)
     for name, data in combo.files.items():
         (folder / name).write_bytes(data)
     cmd = list(command) + combo.args + [t for n, f in OUTPUT_NAMES.items() for t in (f, n)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
 
 
@@ -308,12 +309,19 @@ def compare(combo, reference=REFERENCE):
     work = Path(tempfile.mkdtemp(prefix="nbdiff-"))
     try:
         ref = _run([reference], combo, work / "ref")
-        ours = _run(goldenlib.nanobragg_command(), combo, work / "ours")
+        # in-process (the job layer's path): it prints the progress meter
+        ours = _run(goldenlib.nanobragg_command(), combo, work / "ours", env={"NANOBRAGG_NO_RUNNER": "1"})
         if ref.returncode != 0:
             return [f"the reference failed ({ref.returncode}): {ref.stdout.decode(errors='replace')[-200:]}"]
         if ours.returncode != 0:
             return [f"ours failed ({ours.returncode}): {ours.stderr.decode(errors='replace').strip()[-300:]}"]
         problems = []
+        ref_meter, our_meter = (_progress_lines(p.stdout) for p in (ref, ours))
+        if ref_meter != our_meter:
+            first = next((i for i, (a, b) in enumerate(zip(ref_meter, our_meter)) if a != b),
+                         min(len(ref_meter), len(our_meter)))
+            problems.append(f"stdout: {len(our_meter)} progress lines, the reference {len(ref_meter)}; first "
+                            f"difference at line {first}")
         width = None
         try:
             width = int(goldenlib.parse_smv((work / "ref" / "int.img").read_bytes())[0]["SIZE1"])
@@ -340,6 +348,12 @@ def compare(combo, reference=REFERENCE):
         return problems
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _progress_lines(stdout):
+    """The "N% done" lines and the interpolation warnings they interleave with."""
+    keep = ("% done", "WARNING: out of range", "WARNING: further")
+    return [l for l in stdout.decode(errors="replace").splitlines() if any(k in l for k in keep)]
 
 
 def _reference_ok():

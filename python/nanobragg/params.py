@@ -488,9 +488,9 @@ _o("-stolout", "path", 1, "FILE", "", "accepted; no effect, as in the reference"
 _o("-printout", "switch", 0, "", "", "accepted; no effect (the engine does not print pixels)", _extras(printout=True))
 _o("-printout_pixel", "ints", 2, "F S", "pixels", "accepted (must be on the detector; F < 0: all); no effect",
    _extra("printout_pixel"))
-_o("-progress", "switch", 0, "", "", "print the reference's \"N% done\" lines while rendering (default)",
-   _extras(progress=True))
-_o("-noprogress", "switch", 0, "", "", "no \"N% done\" lines", _extras(progress=False))
+_o("-progress", "switch", 0, "", "", "print the reference's 'N% done' lines while rendering (default)",
+   _extras(progress=True), off=_extras(progress=False))
+_o("-noprogress", "switch", 0, "", "", "no 'N% done' lines", _extras(progress=False), off=_extras(progress=True))
 _o("-threads", "int", 1, "N", "", "render threads (default 0: all cores); the image does not depend on it",
    _extra("threads"), check=_nonneg)
 
