@@ -82,6 +82,15 @@ static int render_rows(const nb_kernel_isa *isa, const nb_kernel_ctx *k, const u
     return failed ? NB_ENOMEM : NB_OK;
 }
 
+/* NANOBRAGG_KERNEL_PATH=steps renders every pixel step by step in the
+ * reference's order with libm (the vector path's independent check, for
+ * tests); unset or "vector": the usual choice. */
+static int steps_only(void)
+{
+    const char *v = getenv("NANOBRAGG_KERNEL_PATH");
+    return v && strcmp(v, "steps") == 0;
+}
+
 /* The kernel for this CPU: the highest x86-64 level it supports, or the one
  * NANOBRAGG_ISA names (baseline, v3, v4; auto or unset: the highest).  Read
  * at every render, so that tests and benchmarks can switch in one process. */
@@ -194,7 +203,7 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
     }
     for (int sp = 0; sp < s->spixels; ++sp) rows[sp].first_fallback_fp = -1;
 
-    nb_kernel_ctx k = { s, hkl, &o, hkl && hkl->count > 0 && hkl->F, 0 };
+    nb_kernel_ctx k = { s, hkl, &o, hkl && hkl->count > 0 && hkl->F, steps_only() };
     int interp = s->interpolate && k.have_grid;
     int rc = render_rows(isa, &k, mask, 0, 0, s->spixels, interp, image, rows, nthreads);
 

@@ -501,6 +501,7 @@ static acc_fn pick_acc(const nb_setup *s, int interp)
 static int vector_path_ok(const nb_kernel_ctx *k)
 {
     const nb_setup *s = k->s;
+    if (k->steps_only) return 0;
     if (k->have_grid && (double)k->hkl->count >= 2147483647.0) return 0;
     if (k->have_grid) {
         const nb_hkl *g = k->hkl;
