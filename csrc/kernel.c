@@ -157,6 +157,15 @@ static int render_rows(const nb_kernel_isa *isa, const nb_kernel_ctx *k, const u
     return __atomic_load_n(&k->ctl->cancel, __ATOMIC_RELAXED) ? NB_ECANCELLED : NB_OK;
 }
 
+/* NANOBRAGG_KERNEL_PATH=steps renders every pixel step by step in the
+ * reference's order with libm (the vector path's independent check, for
+ * tests); unset or "vector": the usual choice. */
+static int steps_only(void)
+{
+    const char *v = getenv("NANOBRAGG_KERNEL_PATH");
+    return v && strcmp(v, "steps") == 0;
+}
+
 /* The kernel for this CPU: the highest x86-64 level it supports, or the one
  * NANOBRAGG_ISA names (baseline, v3, v4; auto or unset: the highest).  Read
  * at every render, so that tests and benchmarks can switch in one process. */
@@ -279,7 +288,7 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
         return NB_ENOMEM;
     }
     ctl.next_poll_s = wall_seconds() + NB_POLL_INTERVAL_S;
-    nb_kernel_ctx k = { s, hkl, &o, hkl && hkl->count > 0 && hkl->F, 0, &ctl };
+    nb_kernel_ctx k = { s, hkl, &o, hkl && hkl->count > 0 && hkl->F, steps_only(), &ctl };
     int interp = s->interpolate && k.have_grid;
     int rc = render_rows(isa, &k, mask, 0, 0, s->spixels, interp, image, rows, opts);
 

@@ -20,7 +20,7 @@ typedef struct {
     const nb_hkl *hkl;
     const nb_orientations *o;
     int have_grid;
-    int skip_bound;               /* 1: skip sums the lattice-factor bound proves negligible */
+    int steps_only;               /* 1: every pixel step by step (a test of the vector path) */
     nb_render_ctl *ctl;
 } nb_kernel_ctx;
 
