@@ -224,3 +224,18 @@ def test_same_bytes_when_another_thread_holds_the_writers_frames(tmp_path):
         stop.set()
         t.join()
     assert {k: len(v) for k, v in seen.items()} == {"one": 1, "frame": 1, "master": 1}
+
+
+def test_nexus_bytes_holds_what_write_nexus_writes(tmp_path):
+    r = nanobragg.simulate(**BASE)
+    blob = nexus.nexus_bytes(r.noise_image(2), r.geometry, float_image=r.float_image)
+    assert blob == nexus.nexus_bytes(r.noise_image(2), r.geometry, float_image=r.float_image)
+    (tmp_path / "b.h5").write_bytes(blob)
+    nexus.write_nexus(tmp_path / "w.h5", r.noise_image(2), r.geometry, float_image=r.float_image)
+    for image in ("data", "float_image"):
+        a, ha = nexus.read_nexus(tmp_path / "b.h5", image=image)
+        b, hb = nexus.read_nexus(tmp_path / "w.h5", image=image)
+        np.testing.assert_array_equal(a, b)
+        assert ha == hb
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        assert nxmx.NXmx(f).entries[0].definition == "NXmx"

@@ -25,7 +25,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["write_nexus", "write_result", "read_nexus", "write_data_file", "write_master", "lab_to_mcstas",
+__all__ = ["write_nexus", "nexus_bytes", "write_result", "read_nexus", "write_data_file", "write_master", "lab_to_mcstas",
            "compression_options", "NexusError"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -270,6 +270,10 @@ def _image_dataset(group, name: str, arr: np.ndarray, compression: Optional[str]
     return group.create_dataset(name, data=arr, chunks=(1,) + arr.shape[1:], **opts)
 
 
+# see _atomic_h5: what makes the same content give the same bytes
+_FILE_OPTIONS: Dict[str, Any] = {"libver": ("v110", "v110"), "rdcc_nbytes": 0}
+
+
 def _atomic_h5(path: PathLike, build) -> None:
     """Write an HDF5 file under a temporary name, then rename it into place:
     readers see no file or the whole file, never a half-written one."""
@@ -284,7 +288,7 @@ def _atomic_h5(path: PathLike, build) -> None:
         # compact groups have no local heap, and no raw-data chunk cache, so
         # that every chunk is placed when it is written, not when its dataset
         # is closed.
-        with h5py.File(tmp, "w", libver=("v110", "v110"), rdcc_nbytes=0) as f:
+        with h5py.File(tmp, "w", **_FILE_OPTIONS) as f:
             build(f)
         os.replace(tmp, path)
     except BaseException as e:
@@ -297,18 +301,11 @@ def _atomic_h5(path: PathLike, build) -> None:
         raise
 
 
-def write_nexus(path: PathLike, counts, geometry: Mapping[str, Any], *, float_image=None,
+def _nexus_build(counts, geometry: Mapping[str, Any], *, float_image=None,
                 phi_deg: Optional[Union[float, Sequence[float]]] = None, osc_deg: Optional[float] = None,
                 wavelength_m: Optional[Union[float, Sequence[float]]] = None, stills: bool = False,
-                compression: Optional[str] = None, extra: Optional[Mapping[str, Any]] = None) -> None:
-    """Write one NXmx file holding the images in ``/entry/data/data``.
-
-    counts: a 2-D image (or an (n, slow, fast) stack, one scan of n frames);
-    geometry: :attr:`Result.geometry`; float_image: optionally the float
-    image(s) too, as ``/entry/data/float_image``; phi_deg/osc_deg: the
-    oscillation start of each frame and its width (default: the geometry's
-    phi and osc); stills: the frames are stills (phi does not advance);
-    compression: see :func:`compression_options`.  Written atomically."""
+                compression: Optional[str] = None, extra: Optional[Mapping[str, Any]] = None):
+    """The builder of :func:`write_nexus`'s file (checks done, nothing written)."""
     data = _image_stack(counts, "counts")
     _check_shape(data, geometry, "counts")
     n = data.shape[0]
@@ -340,7 +337,40 @@ def write_nexus(path: PathLike, counts, geometry: Mapping[str, Any], *, float_im
         if fl is not None:
             _image_dataset(grp, "float_image", fl, compression)
 
-    _atomic_h5(path, build)
+    return build
+
+
+def write_nexus(path: PathLike, counts, geometry: Mapping[str, Any], *, float_image=None,
+                phi_deg: Optional[Union[float, Sequence[float]]] = None, osc_deg: Optional[float] = None,
+                wavelength_m: Optional[Union[float, Sequence[float]]] = None, stills: bool = False,
+                compression: Optional[str] = None, extra: Optional[Mapping[str, Any]] = None) -> None:
+    """Write one NXmx file holding the images in ``/entry/data/data``.
+
+    counts: a 2-D image (or an (n, slow, fast) stack, one scan of n frames);
+    geometry: :attr:`Result.geometry`; float_image: optionally the float
+    image(s) too, as ``/entry/data/float_image``; phi_deg/osc_deg: the
+    oscillation start of each frame and its width (default: the geometry's
+    phi and osc); stills: the frames are stills (phi does not advance);
+    compression: see :func:`compression_options`.  Written atomically."""
+    _atomic_h5(path, _nexus_build(counts, geometry, float_image=float_image, phi_deg=phi_deg, osc_deg=osc_deg,
+                           wavelength_m=wavelength_m, stills=stills, compression=compression, extra=extra))
+
+
+def nexus_bytes(counts, geometry: Mapping[str, Any], *, float_image=None,
+                phi_deg: Optional[Union[float, Sequence[float]]] = None, osc_deg: Optional[float] = None,
+                wavelength_m: Optional[Union[float, Sequence[float]]] = None, stills: bool = False,
+                compression: Optional[str] = None, extra: Optional[Mapping[str, Any]] = None) -> bytes:
+    """An NXmx file with the content :func:`write_nexus` writes, built in
+    memory and returned as bytes, for a caller that publishes several files
+    together (``_io.OutputSet.stage``).  Same content, not the same bytes as
+    write_nexus (HDF5's in-memory driver lays the file out its own way)."""
+    h5py = _h5py()
+    build = _nexus_build(counts, geometry, float_image=float_image, phi_deg=phi_deg, osc_deg=osc_deg,
+                           wavelength_m=wavelength_m, stills=stills, compression=compression, extra=extra)
+    with h5py.File("nexus-in-memory.h5", "w", driver="core", backing_store=False, **_FILE_OPTIONS) as f:
+        build(f)
+        f.flush()
+        return bytes(f.id.get_file_image())
 
 
 def write_result(path: PathLike, result: Any, *, noise: bool = True, seed: Optional[int] = None,
