@@ -584,7 +584,8 @@ def finish(spec: Spec, out_dir: str) -> None:
                        [(frame_name(spec, i).replace(os.sep, "/"), block_of(spec, i)[1]) for i in _units(spec)],
                        phi_deg=phi, osc_deg=osc, stills=stills,
                        wavelength_m=wl if len(set(wl)) > 1 else wl[0], dtype=dtype, float_image=has_float,
-                       per_frame=geoms if stills else None)
+                       per_frame=geoms if stills else None,
+                       extra={"description": spec.canonical, "frames_table": _table_bytes(spec).decode()})
 
 
 # -- running -------------------------------------------------------------------------
