@@ -698,8 +698,10 @@ def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, process
             raise DatasetError(f"cannot reach the dask scheduler at {scheduler}: {e}") from None
     else:
         n = workers if workers else (os.cpu_count() or 1)
+        # the workers' own logs stay quiet: a task's error comes back with its
+        # future and is reported in the summary
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=None, silence_logs=logging.CRITICAL)
         client = Client(cluster)
     try:
         nworkers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
@@ -718,6 +720,12 @@ def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, process
                     failed[j] = f"{type(e).__name__}: {e}"
             if bar is not None:
                 bar.update(count)
+    except BaseException:
+        # interrupted (Ctrl-C) or failed: the tear-down of tasks in flight makes
+        # dask and tornado log tracebacks that say nothing to the user
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        raise
     finally:
         client.close()
         if cluster is not None:
