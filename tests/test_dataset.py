@@ -43,7 +43,7 @@ N = {{integers = [3, 6]}}
 def cluster():
     import logging
     c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                 dashboard_address=None, silence_logs=logging.ERROR)
+                                 dashboard_address=":0", silence_logs=logging.ERROR)
     yield c
     c.close()
 
@@ -317,3 +317,12 @@ def test_interrupted_cluster_run_says_one_line_and_resumes(tmp_path):
     assert s.rendered == [i for i in range(spec.frames) if i not in present]
     ref = dataset.run(spec, tmp_path / "ref", workers=0)
     assert ref.ok and _files(out, spec) == _files(tmp_path / "ref", spec)
+
+
+def test_stills_whose_detectors_turn_differently_get_no_master_and_say_so(tmp_path):
+    text = STILLS.replace("N = {integers = [3, 6]}", "detector_rotx = {uniform = [-5, 5]}")
+    spec = dataset.load_spec(text)
+    with pytest.raises(dataset.DatasetError, match="every frame is rendered, but there is no master file"):
+        dataset.run(spec, tmp_path, workers=0)
+    assert all((tmp_path / dataset.frame_name(spec, i)).exists() for i in range(spec.frames))
+    assert not (tmp_path / "master.h5").exists()
