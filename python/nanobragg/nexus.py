@@ -657,8 +657,9 @@ def _header(entry, path: str, frames: int, index: int) -> Dict[str, Any]:
             sa = R @ np.asarray(slow.attrs["vector"], dtype=np.float64)
             origin = A[:3, 3]
             normal = np.cross(fa, sa)
-            h["fast_axis"], h["slow_axis"] = tuple(fa), tuple(sa)
-            h["origin_mm"] = tuple(origin * 1e3)
+            h["fast_axis"] = tuple(float(x) for x in fa)
+            h["slow_axis"] = tuple(float(x) for x in sa)
+            h["origin_mm"] = tuple(float(x) * 1e3 for x in origin)
             # where the beam (McStas +z) meets the detector plane
             bz = normal[2]
             if abs(bz) > 1e-12:
