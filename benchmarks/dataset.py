@@ -8,8 +8,10 @@ Each run is the whole command path, run() of nanobragg.dataset into a fresh
 folder: cluster start, rendering (each frame on one thread), NeXus files,
 master.  The speed-up is median(1 worker) / median(2 workers); the per-frame
 cost is also measured serially (in this process, no dask) for docs/scaling.md.
-Frames are checked byte for byte between the runs.  A measuring tool, not a
-test: it asserts no timing.
+Frames are checked byte for byte between the runs.  Before and after, a
+control: the same frames rendered by one plain process and by two (no dask, no
+files), which says how much a second core this machine gives at the time.  A
+measuring tool, not a test: it asserts no timing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +34,31 @@ seed = 1
 phi_start = 0
 osc = 0.5
 """
+
+
+CONTROL = """
+import sys
+from nanobragg import dataset
+spec = dataset.load_spec(sys.argv[1])
+for i in range(int(sys.argv[2]), int(sys.argv[3])):
+    dataset.render_frame(spec, i)
+"""
+
+
+def control(spec_text: str, n: int) -> float:
+    """What this machine gives two processes right now, without dask or files:
+    n frames rendered by one plain process / by two processes of n/2 each."""
+    def timed(ranges):
+        t = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", CONTROL, spec_text, str(a), str(b)]) for a, b in ranges]
+        for p in procs:
+            p.wait()
+        return time.perf_counter() - t
+    one = timed([(0, n)])
+    two = timed([(0, n // 2), (n // 2, n)])
+    print(f"control (no dask, no files): {n} frames in 1 process {one:.2f} s, in 2 processes {two:.2f} s, "
+          f"ratio {one / two:.2f}x", flush=True)
+    return one / two
 
 
 def main() -> int:
@@ -50,6 +78,7 @@ def main() -> int:
         s = dataset.run(spec, os.path.join(tmp, "serial"), workers=0, frames=range(10))
         per_frame = (time.perf_counter() - t) / 10
         print(f"serial: {per_frame:.3f} s per frame (render + noise + NeXus file), 1 thread", flush=True)
+        ctrl = [control(SPEC.format(frames=a.frames), 40)]
         for r in range(a.repeat):
             for w in (1, 2):
                 out = os.path.join(tmp, f"w{w}-{r}")
@@ -73,12 +102,14 @@ def main() -> int:
                 times[w].append(dt)
                 print(f"{w} worker(s): {dt:.2f} s ({a.frames / dt:.2f} frames/s)", flush=True)
                 shutil.rmtree(out)
+        ctrl.append(control(SPEC.format(frames=a.frames), 40))
         m1, m2 = statistics.median(times[1]), statistics.median(times[2])
         print(f"median: 1 worker {m1:.2f} s, 2 workers {m2:.2f} s, speed-up {m1 / m2:.2f}x "
               f"(load average now {os.getloadavg()[0]:.2f})")
         if a.json:
             with open(a.json, "w") as fh:
                 json.dump({"frames": a.frames, "per_frame_serial_s": per_frame, "times_s": times,
+                       "control_ratio_before_after": ctrl,
                            "speedup": m1 / m2, "cpus": os.cpu_count()}, fh, indent=1)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -43,7 +43,7 @@ N = {{integers = [3, 6]}}
 def cluster():
     import logging
     c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                 dashboard_address=None, silence_logs=logging.ERROR)
+                                 dashboard_address=":0", silence_logs=logging.ERROR)
     yield c
     c.close()
 
@@ -294,3 +294,34 @@ def test_several_frames_per_file_same_frames(tmp_path, cluster):
     assert (tmp_path / "alone/data/frame_000006.h5").read_bytes() == (tmp_path / "five/data/frame_000006.h5").read_bytes()
     with pytest.raises(dataset.DatasetError, match="frames_per_file: only for"):
         dataset.load_spec(ROTATION.replace("seed = 5", 'seed = 5\nframes_per_file = 2\noutput = "smv"'))
+
+
+def test_interrupted_cluster_run_says_one_line_and_resumes(tmp_path):
+    text = SLOW.replace("{output}", "nexus").replace("frames = 10", "frames = 16")
+    (tmp_path / "spec.toml").write_text(text)
+    spec = dataset.load_spec(text)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "nanobragg.dataset", str(tmp_path / "spec.toml"), "--out", str(out),
+                             "--workers", "2", "--no-progress"], stderr=subprocess.PIPE, text=True)
+    names = [out / dataset.frame_name(spec, i) for i in range(spec.frames)]
+    deadline = time.time() + 120
+    while sum(p.exists() for p in names) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    present = [i for i, p in enumerate(names) if p.exists()]
+    assert proc.returncode == 130 and len(present) < spec.frames, "the run was not interrupted part-way"
+    assert err == "nanobragg-dataset: interrupted; run again with the same description to resume\n"
+    s = dataset.run(spec, out, workers=0)
+    assert s.rendered == [i for i in range(spec.frames) if i not in present]
+    ref = dataset.run(spec, tmp_path / "ref", workers=0)
+    assert ref.ok and _files(out, spec) == _files(tmp_path / "ref", spec)
+
+
+def test_stills_whose_detectors_turn_differently_get_no_master_and_say_so(tmp_path):
+    text = STILLS.replace("N = {integers = [3, 6]}", "detector_rotx = {uniform = [-5, 5]}")
+    spec = dataset.load_spec(text)
+    with pytest.raises(dataset.DatasetError, match="every frame is rendered, but there is no master file"):
+        dataset.run(spec, tmp_path, workers=0)
+    assert all((tmp_path / dataset.frame_name(spec, i)).exists() for i in range(spec.frames))
+    assert not (tmp_path / "master.h5").exists()

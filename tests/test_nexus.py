@@ -250,3 +250,27 @@ def test_same_bytes_when_another_thread_holds_the_writers_frames(tmp_path):
         stop.set()
         t.join()
     assert {k: len(v) for k, v in seen.items()} == {"one": 1, "frame": 1, "master": 1}
+
+
+def test_read_nexus_follows_detector_style_external_data_blocks(tmp_path):
+    # masters as detectors write them: /entry/data/data_000001, ... external links
+    r = nanobragg.simulate(**BASE)
+    frames = np.stack([r.noise_image(k) for k in range(5)])
+    nexus.write_nexus(tmp_path / "ref.h5", frames, r.geometry)
+    nexus.write_data_file(tmp_path / "d1.h5", frames[:3])
+    nexus.write_data_file(tmp_path / "d2.h5", frames[3:])
+    import shutil
+    shutil.copy(tmp_path / "ref.h5", tmp_path / "master.h5")
+    with h5py.File(tmp_path / "master.h5", "a") as f:
+        del f["/entry/data/data"]
+        del f["/entry/instrument/detector/data"]
+        f["/entry/data/data_000001"] = h5py.ExternalLink("d1.h5", "/entry/data/data")
+        f["/entry/data/data_000002"] = h5py.ExternalLink("d2.h5", "/entry/data/data")
+        f["/entry/data"].attrs.pop("signal")
+    for i in range(5):
+        arr, h = nexus.read_nexus(tmp_path / "master.h5", i)
+        np.testing.assert_array_equal(arr, frames[i])
+        assert h["frames"] == 5 and h["PHI"] == pytest.approx(12 + 0.4 * i)
+    (tmp_path / "d2.h5").unlink()
+    with pytest.raises(nexus.NexusError, match="not there"):
+        nexus.read_nexus(tmp_path / "master.h5", 0)

@@ -566,11 +566,15 @@ def finish(spec: Spec, out_dir: str) -> None:
     phi = [math.degrees(g["phi0_rad"]) for g in geoms]
     osc = 0.0 if stills else math.degrees(g0.get("osc_rad", 0.0))
     wl = [g["lambda0_m"] for g in geoms]
-    nexus.write_master(os.path.join(out_dir, MASTER_FILE), g0,
-                       [(frame_name(spec, i).replace(os.sep, "/"), block_of(spec, i)[1]) for i in _units(spec)],
-                       phi_deg=phi, osc_deg=osc, stills=stills,
-                       wavelength_m=wl if len(set(wl)) > 1 else wl[0], dtype=dtype, float_image=has_float,
-                       per_frame=geoms if stills else None)
+    try:
+        nexus.write_master(os.path.join(out_dir, MASTER_FILE), g0,
+                           [(frame_name(spec, i).replace(os.sep, "/"), block_of(spec, i)[1]) for i in _units(spec)],
+                           phi_deg=phi, osc_deg=osc, stills=stills,
+                           wavelength_m=wl if len(set(wl)) > 1 else wl[0], dtype=dtype, float_image=has_float,
+                           per_frame=geoms if stills else None,
+                           extra={"description": spec.canonical, "frames_table": _table_bytes(spec).decode()})
+    except nexus.NexusError as e:
+        raise DatasetError(f"every frame is rendered, but there is no master file: {e}") from None
 
 
 # -- running -------------------------------------------------------------------------
@@ -583,7 +587,6 @@ class Summary:
     failed: Dict[int, str]
     seconds: float
     workers: int
-    retried: int = 0
 
     def line(self) -> str:
         n = len(self.rendered)
@@ -650,9 +653,9 @@ def run(spec: Any, out_dir: str, *, workers: Optional[int] = None, scheduler: Op
                 try:
                     write_frame(spec, out_dir, i, threads)
                     rendered.extend(range(first, first + count))
-                except (DatasetError, ValueError, OSError, MemoryError) as e:
+                except Exception as e:  # reported with the frame, as a worker's would be
                     for j in range(first, first + count):
-                        failed[j] = str(e)
+                        failed[j] = f"{type(e).__name__}: {e}"
                 if bar is not None:
                     bar.update(count)
         elif todo:
@@ -683,8 +686,11 @@ def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, process
             raise DatasetError(f"cannot reach the dask scheduler at {scheduler}: {e}") from None
     else:
         n = workers if workers else (os.cpu_count() or 1)
+        # the workers' own logs stay quiet: a task's error comes back with its
+        # future and is reported in the summary; the scheduler's HTTP server
+        # takes a free port (8787 may be another cluster's)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=":0", silence_logs=logging.CRITICAL)
         client = Client(cluster)
     try:
         nworkers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
@@ -703,6 +709,12 @@ def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, process
                     failed[j] = f"{type(e).__name__}: {e}"
             if bar is not None:
                 bar.update(count)
+    except BaseException:
+        # interrupted (Ctrl-C) or failed: the tear-down of tasks in flight makes
+        # dask and tornado log tracebacks that say nothing to the user
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        raise
     finally:
         client.close()
         if cluster is not None:

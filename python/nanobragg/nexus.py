@@ -472,25 +472,52 @@ def read_nexus(path: PathLike, index: int = 0, *, image: str = "data") -> Tuple[
     with f:
         entry = _find_nxmx_entry(f, path)
         grp = entry.get("data")
-        if grp is None or image not in grp:
-            raise NexusError(f"{path}: no /entry/data/{image}")
-        ds = grp[image]
-        if ds.ndim == 2:
-            frames = 1
-            sel: Any = ()
-        elif ds.ndim == 3:
-            frames = ds.shape[0]
-            if not -frames <= index < frames:
-                raise NexusError(f"{path}: frame {index} out of range (the file has {frames})")
-            sel = index % frames
-        else:
-            raise NexusError(f"{path}: /entry/data/{image} has {ds.ndim} dimensions")
+        blocks = _image_blocks(grp, image, path)
+        frames = sum(1 if b.ndim == 2 else b.shape[0] for b in blocks)
+        if not -frames <= index < frames:
+            raise NexusError(f"{path}: frame {index} out of range (the file has {frames})")
+        k = index % frames
+        for ds in blocks:
+            n = 1 if ds.ndim == 2 else ds.shape[0]
+            if k < n:
+                break
+            k -= n
         try:
-            arr = np.asarray(ds[sel])
-        except OSError as e:
-            raise NexusError(f"{path}: cannot read frame {index} ({e}; is hdf5plugin installed?)") from None
+            arr = np.asarray(ds[()] if ds.ndim == 2 else ds[k])
+        except (OSError, KeyError) as e:
+            raise NexusError(f"{path}: cannot read frame {index} ({e}; is hdf5plugin installed, "
+                             f"are the data files beside the master?)") from None
         header = _header(entry, path, frames, index % frames if frames else 0)
     return arr, header
+
+
+def _image_blocks(grp, image: str, path: str) -> list:
+    """The datasets holding the images, in frame order: ``data`` (or the
+    NXdata's signal), or, as detectors' master files have them, the
+    ``data_000001``, ``data_000002``, ... blocks (external links)."""
+    if grp is None:
+        raise NexusError(f"{path}: no /entry/data")
+    name = image
+    if image == "data" and "data" not in grp:
+        name = _attr_str(grp, "signal") or "data"
+    if name in grp:
+        found = [grp[name]]
+    elif image == "data":
+        names = sorted(k for k in grp if k.startswith("data_") and k[5:].isdigit())
+        found = []
+        for k in names:
+            try:
+                found.append(grp[k])
+            except KeyError:        # an external link whose file is missing
+                raise NexusError(f"{path}: /entry/data/{k} points to a file that is not there") from None
+    else:
+        found = []
+    if not found:
+        raise NexusError(f"{path}: no /entry/data/{image}")
+    for ds in found:
+        if ds.ndim not in (2, 3):
+            raise NexusError(f"{path}: {ds.name} has {ds.ndim} dimensions")
+    return found
 
 
 def _find_nxmx_entry(f, path: str):
@@ -589,8 +616,9 @@ def _header(entry, path: str, frames: int, index: int) -> Dict[str, Any]:
             sa = R @ np.asarray(slow.attrs["vector"], dtype=np.float64)
             origin = A[:3, 3]
             normal = np.cross(fa, sa)
-            h["fast_axis"], h["slow_axis"] = tuple(fa), tuple(sa)
-            h["origin_mm"] = tuple(origin * 1e3)
+            h["fast_axis"] = tuple(float(x) for x in fa)
+            h["slow_axis"] = tuple(float(x) for x in sa)
+            h["origin_mm"] = tuple(float(x) * 1e3 for x in origin)
             # where the beam (McStas +z) meets the detector plane
             bz = normal[2]
             if abs(bz) > 1e-12:
