@@ -232,7 +232,10 @@ def test_failed_frames_are_retried_and_reported(tmp_path, cluster):
     (f'args = "{ARGS}"\nframes = 2\nseed = 1\noutput = "tiff"\n[rotation]\n', "output: 'tiff'"),
     (f'args = "{ARGS}"\nframes = 2\nseed = 1\ncompression = "zip"\n[rotation]\n', "unknown compression"),
     ("args = [", "not valid TOML"),
-    (f'args = "{ARGS}"\nframes = 2\nseed = 1\n[rotation]\n[background]\nargs = "-water 100"\n', "background: "),
+    (f'args = "{ARGS}"\nframes = 2\nseed = 1\n[rotation]\n[background]\nargs = "-water 100"\n',
+     "background.args: unknown flag -water"),
+    (f'args = "{ARGS}"\nframes = 2\nseed = 1\n[rotation]\n[background]\nargs = "-detpixels 32"\n',
+     "background.args: needs -stol FILE"),
     (f'args = "{ARGS}"\nframes = 2\nseed = 1\n[rotation]\n[noisify]\nflags = 1\n', "noisify: a table with args"),
 ])
 def test_bad_descriptions_are_one_line_errors(tmp_path, text, match):
@@ -325,3 +328,34 @@ def test_stills_whose_detectors_turn_differently_get_no_master_and_say_so(tmp_pa
         dataset.run(spec, tmp_path, workers=0)
     assert all((tmp_path / dataset.frame_name(spec, i)).exists() for i in range(spec.frames))
     assert not (tmp_path / "master.h5").exists()
+
+
+def test_background_and_detector_noise_frames(tmp_path):
+    """[background] adds nonBragg's amorphous scattering to every frame and
+    [noisify] turns the sum into detector counts, seeded per frame: the
+    frames equal what the functions give for that frame, and do not depend
+    on the number of workers."""
+    import nanobragg
+    bg_args = "-stol water -lambda 1 -distance 100 -detpixels 32 -pixel 0.1 -thick 0.05 -oversample 1"
+    nz_args = "-readout_noise 2 -flicker 0.01 -psf gauss -psf_fwhm 100 -pixel 0.1"
+    text = ROTATION.replace("seed = 5", 'seed = 5\noutput = "smv"\nimages = ["counts", "float"]') + \
+        f'[background]\nargs = "{bg_args}"\n[noisify]\nargs = "{nz_args}"\n'
+    spec = dataset.load_spec(text)
+    assert dataset.run(spec, tmp_path / "serial", workers=0).ok
+    assert dataset.run(spec, tmp_path / "one", workers=0, frames=[4]).ok
+    a, b = tmp_path / "serial" / "frame_00005.img", tmp_path / "one" / "frame_00005.img"
+    assert a.read_bytes() == b.read_bytes()
+    kw, rec = dataset.frame_keywords(spec, 4)
+    r = nanobragg.simulate(**kw)
+    bg = nanobragg.background(stol="water", wavelength=1, distance=100, detpixels=32, pixel=0.1, thick=0.05,
+                              oversample=1)
+    photons = r.float_image + bg
+    floats = np.fromfile(tmp_path / "serial" / "frame_00005.bin", dtype=np.float32).reshape(32, 32)
+    np.testing.assert_array_equal(floats, photons)
+    det = nanobragg.noisify(photons, readout_noise=2, flicker=0.01, psf="gauss", psf_fwhm=100, pixel=0.1,
+                            seed=rec["noise_seed"])
+    counts = np.frombuffer(a.read_bytes()[512:], dtype=np.uint16).reshape(32, 32)
+    np.testing.assert_array_equal(counts, det.image)
+    assert a.read_bytes()[:512] == r.smv_header()
+    with pytest.raises(dataset.DatasetError, match="output = .cbf. takes nanoBragg's own counts"):
+        dataset.load_spec(text.replace('output = "smv"', 'output = "cbf"'))

@@ -87,6 +87,26 @@ class Result:
         """uint16 image with Poisson noise, as the -noisefile (same seed -> same image)."""
         return self.noise(seed).image
 
+    def int_image_of(self, photons: np.ndarray) -> np.ndarray:
+        """The -intfile scaling of another float image of this detector (e.g.
+        float_image + background(...)): scaled to 55000 at its peak unless
+        -scale, plus -adc."""
+        img = np.ascontiguousarray(photons, dtype=np.float32)
+        peak = float(img.max()) if img.size else 0.0
+        return np.asarray(self._setup.int_image(img, max(peak, 0.0))[0])
+
+    def noise_image_of(self, photons: np.ndarray, seed: Optional[int] = None) -> np.ndarray:
+        """The -noisefile Poisson noise of another float image of this detector
+        (e.g. float_image + background(...)), with this run's generator."""
+        img = np.ascontiguousarray(photons, dtype=np.float32)
+        return np.asarray(self._setup.noise_image(img, None if seed is None else int(seed))[0])
+
+    def smv_header(self, adc_header: bool = False) -> bytes:
+        """The SMV header of this run's int and noise images (512 bytes, or
+        longer as the reference writes it), for writing other images of the
+        same detector."""
+        return self._images.smv_header(adc_header)
+
     # -- metadata ----------------------------------------------------------------
 
     @property

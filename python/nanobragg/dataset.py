@@ -261,8 +261,8 @@ def _validate(raw: Dict[str, Any]) -> Spec:
         normalize({**base, **_drawn(spec, 0)[0]})
     except (TypeError, ValueError) as e:
         raise DatasetError(str(e).replace("simulate() got an unexpected keyword argument", "unknown keyword")) from None
-    for name in companions:
-        _companion(name)   # refused up front while the companion is not installed
+    for name, flags in companions.items():
+        _check_companion(name, flags, output)
     return spec
 
 
@@ -393,27 +393,60 @@ def render_frame(spec: Spec, i: int, threads: int = 1) -> Dict[str, Any]:
     kw["threads"] = threads
     r = simulate(**kw)
     out: Dict[str, Any] = {"result": r, "record": rec}
+    photons = r.float_image
+    if spec.background is not None:            # spots + amorphous scattering (nonBragg)
+        bg = _background(spec.background)
+        if bg.shape != photons.shape:
+            raise DatasetError(f"background: its detector is {bg.shape[1]}x{bg.shape[0]} pixels, the frame's "
+                               f"{photons.shape[1]}x{photons.shape[0]}: give nonBragg the same -detpixels/-pixel")
+        photons = photons + bg
     if "float" in spec.images:
-        out["float"] = r.float_image
-    if "int" in spec.images:
-        out["int"] = r.int_image()
-    if "counts" in spec.images:
-        out["counts"] = r.noise_image(rec["noise_seed"])
+        out["float"] = photons
+    if spec.noisify is not None:               # the detector model (noisify), seeded per frame
+        from .companions.api import noisify_from_args
+        det = noisify_from_args(photons, shlex.split(spec.noisify) + ["-seed", str(rec["noise_seed"])],
+                                nthreads=threads)
+        if "int" in spec.images:
+            out["int"] = det.noiseless
+        if "counts" in spec.images:
+            out["counts"] = det.image
+    else:                                      # nanoBragg's own scaling and Poisson noise
+        if "int" in spec.images:
+            out["int"] = r.int_image() if photons is r.float_image else r.int_image_of(photons)
+        if "counts" in spec.images:
+            out["counts"] = (r.noise_image(rec["noise_seed"]) if photons is r.float_image
+                             else r.noise_image_of(photons, rec["noise_seed"]))
     return out
 
 
-def _companion(name: str):
-    """The companion programs (nanobragg.background for nonBragg, nanobragg.noisify)
-    are other parts of the package.  Their keys are reserved in the description
-    and refused, naming the reason, until a frame's images go through them:
-    never silently ignored."""
-    import importlib
+def _check_companion(name: str, flags: str, output: str) -> None:
+    """[background] (nonBragg's flags) and [noisify] (noisify's flags) are
+    checked with their commands' own flag tables before anything renders."""
+    from .companions import noisify as _nz, nonbragg as _nb
+    from .params import UsageError
+    mod = _nb if name == "background" else _nz
     try:
-        mod = importlib.import_module(f"nanobragg.{name}")
-    except ImportError:
-        raise DatasetError(f"{name}: needs nanobragg.{name}, which this installation does not have") from None
-    del mod  # present: wiring its images into the frames is the next step (docs/scaling.md)
-    raise DatasetError(f"{name}: datasets cannot use nanobragg.{name} in this version yet")
+        s = mod.settings_from_args(shlex.split(flags))
+    except (UsageError, ValueError) as e:
+        raise DatasetError(f"{name}.args: {e}") from None
+    if name == "background" and "table" not in s:
+        raise DatasetError("background.args: needs -stol FILE (or a shipped table: "
+                           + ", ".join(_nb.shipped_tables()) + ")")
+    if name == "noisify" and s.get("bits") == 32 and output != "nexus":
+        raise DatasetError("noisify.args: -bits 32 counts need output = \"nexus\" (SMV and CBF frames are 16-bit)")
+    if output == "cbf":
+        raise DatasetError(f"{name}: output = \"cbf\" takes nanoBragg's own counts; use \"nexus\" or \"smv\"")
+
+
+_BACKGROUNDS: Dict[str, Any] = {}
+
+
+def _background(flags: str):
+    """The [background] image: the same for every frame, rendered once per process."""
+    if flags not in _BACKGROUNDS:
+        from .companions.api import background_from_args
+        _BACKGROUNDS[flags] = background_from_args(shlex.split(flags), nthreads=1)
+    return _BACKGROUNDS[flags]
 
 
 def block_of(spec: Spec, i: int) -> Tuple[int, int]:
@@ -461,6 +494,7 @@ def write_frame(spec: Spec, out_dir: str, i: int, threads: int = 1) -> Dict[str,
                               attrs={"geometry": json.dumps(geoms, sort_keys=True),
                                      "record": json.dumps([m["record"] for m in imgs], sort_keys=True)})
         return {"frame": first, "frames": count, "seconds": time.perf_counter() - t0}
+    import numpy as np
     img = render_frame(spec, i, threads)
     r = img["result"]
     main_image = img.get("counts", img.get("int"))
@@ -468,12 +502,12 @@ def write_frame(spec: Spec, out_dir: str, i: int, threads: int = 1) -> Dict[str,
     base = path.rsplit(".", 1)[0]
     with _io.OutputSet() as out:   # the frame's own file is staged last: it marks the frame complete
         if "float" in img:
-            out.stage(base + ".bin", [r.float_bytes()])
-        if spec.output == "smv":
+            out.stage(base + ".bin", [np.ascontiguousarray(img["float"], dtype=np.float32)])
+        if spec.output == "smv":            # the frame's images under nanoBragg's header of its geometry
             if "int" in img and "counts" in img:
-                out.stage(base + ".int.img", [r.smv_bytes()])
+                out.stage(base + ".int.img", [r.smv_header(), np.ascontiguousarray(img["int"], dtype=np.uint16)])
             if main_image is not None:
-                out.stage(path, [r.smv_bytes(noise="counts" in img, seed=img["record"]["noise_seed"])])
+                out.stage(path, [r.smv_header(), np.ascontiguousarray(main_image, dtype=np.uint16)])
         elif main_image is not None:      # miniCBF (images.py): the counts less the -adc pedestal
             if "int" in img and "counts" in img:
                 out.stage(base + ".int.cbf", [r.cbf_bytes(noise=False, name=base + ".int.cbf")])

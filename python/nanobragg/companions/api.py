@@ -29,7 +29,7 @@ from . import nonbragg as _nb
 from . import noisify as _nz
 from ..params import UsageError
 
-__all__ = ["background", "noisify", "NoisifyResult"]
+__all__ = ["background", "noisify", "background_from_args", "noisify_from_args", "NoisifyResult"]
 
 
 def _to_argv(kw: Mapping[str, Any], flags: Dict[str, C.Flag], where: str) -> List[str]:
@@ -88,9 +88,17 @@ def background(*, nthreads: int = 0, **kw: Any) -> np.ndarray:
     for key in ("floatfile", "intfile", "pgmfile", "noisefile", "nonoise", "nopgm", "seed"):
         if key in kw:
             raise TypeError(f"background() takes no {key!r}: it returns the image (use noisify() for noise)")
-    s = _nb.settings_from_args(_to_argv(kw, _nb.FLAGS, "background"))
+    return background_from_args(_to_argv(kw, _nb.FLAGS, "background"), nthreads=nthreads)
+
+
+@_usage_to_value
+def background_from_args(argv: Sequence[str], *, nthreads: int = 0) -> np.ndarray:
+    """background() from nonBragg's flags as its command line takes them
+    (output-file flags have no effect here): what a dataset's [background]
+    table renders."""
+    s = _nb.settings_from_args(list(argv))
     if "table" not in s:
-        raise ValueError("background() needs stol= (a .stol file or a shipped table: "
+        raise ValueError("background needs a table: -stol FILE or a shipped table ("
                          + ", ".join(_nb.shipped_tables()) + ")")
     r = _nb.render(s, pgm=False, noise=False, nthreads=nthreads)
     g = r["setup"]
@@ -127,15 +135,22 @@ def noisify(image: Any, *, nthreads: int = 0, **kw: Any) -> NoisifyResult:
     ``calibration`` (fractions), ``seed``, ``calib_seed``, ``psf``
     ("gauss"/"fiber"), ``psf_fwhm`` (um), ``psf_radius`` (pixels), ``pixel``
     (mm), ``bits`` (16/32), ``nonoise``."""
-    from .. import _core
-    arr = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
-    if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"image must be a non-empty 2-D array, got shape {arr.shape}")
     for key in ("floatfile", "intfile", "noisefile", "pgmfile", "header", "detpixels", "detpixels_x",
                 "detpixels_y", "detsize", "detsize_x", "detsize_y", "nopgm"):
         if key in kw:
             raise TypeError(f"noisify() takes no {key!r}: the image's shape gives its size")
-    s = _nz.settings_from_args(_to_argv(kw, _nz.FLAGS, "noisify"))
+    return noisify_from_args(image, _to_argv(kw, _nz.FLAGS, "noisify"), nthreads=nthreads)
+
+
+@_usage_to_value
+def noisify_from_args(image: Any, argv: Sequence[str], *, nthreads: int = 0) -> NoisifyResult:
+    """noisify() from noisify's flags as its command line takes them (the
+    image's shape gives its size): what a dataset's [noisify] table applies."""
+    from .. import _core
+    arr = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"image must be a non-empty 2-D array, got shape {arr.shape}")
+    s = _nz.settings_from_args(list(argv))
     _nz.check_settings(s)
     height, width = arr.shape
     if "seed" not in s and not s.get("nonoise"):
