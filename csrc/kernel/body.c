@@ -503,7 +503,6 @@ static int vector_path_ok(const nb_kernel_ctx *k)
 {
     const nb_setup *s = k->s;
     if (k->steps_only) return 0;
-    if (k->have_grid && (double)k->hkl->count >= 2147483647.0) return 0;
     if (k->have_grid) {
         const nb_hkl *g = k->hkl;
         double cells = (double)(g->h_max - g->h_min + 2) * (g->k_max - g->k_min + 2) * (g->l_max - g->l_min + 2);
