@@ -449,9 +449,10 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
             lagrange4_weights(l, lf, w);
             it->wl0[j] = w[0]; it->wl1[j] = w[1]; it->wl2[j] = w[2]; it->wl3[j] = w[3];
         } else {
-            int inside = (h0 >= hmin) & (h0 <= hmax) & (k0 >= kmin) & (k0 <= kmax) & (l0 >= lmin) & (l0 <= lmax);
-            int idx = (int)(inside ? (h0 - hmin) * hstride + (k0 - kmin) * kstride + (l0 - lmin) : 0.0);
-            double Fg = F[idx], m = (double)inside;
+            /* the mask as a double: int masks next to doubles keep SSE2 from vectorising */
+            double m = (h0 >= hmin && h0 <= hmax && k0 >= kmin && k0 <= kmax && l0 >= lmin && l0 <= lmax) ? 1.0 : 0.0;
+            int idx = (int)(m * ((h0 - hmin) * hstride + (k0 - kmin) * kstride + (l0 - lmin)));
+            double Fg = F[idx];
             /* Fg or default_F exactly (F is finite); a product, not a select:
              * a select would let the compiler move the load under the
              * condition, and masked gathers do not vectorise */
@@ -502,7 +503,6 @@ static int vector_path_ok(const nb_kernel_ctx *k)
 {
     const nb_setup *s = k->s;
     if (k->steps_only) return 0;
-    if (k->have_grid && (double)k->hkl->count >= 2147483647.0) return 0;
     if (k->have_grid) {
         const nb_hkl *g = k->hkl;
         double cells = (double)(g->h_max - g->h_min + 2) * (g->k_max - g->k_min + 2) * (g->l_max - g->l_min + 2);
