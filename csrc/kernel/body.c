@@ -117,7 +117,11 @@ NB_ALWAYS_INLINE void sincos_poly(double x, double *sn, double *cs)
 
 /* The sphere's transform 3 (sin x - x cos x) / x^3.  Below x = 0.01 its
  * Taylor series (error < 1e-19): the direct form loses digits there to
- * cancellation (relative error ~ 1e-16 / x^2). */
+ * cancellation (relative error ~ 1e-16 / x^2).  The vector path flags the
+ * samples below SINC3_DIRECT_MIN, whose pixels are then summed step by step
+ * with the reference's form and libm, to give the reference's value
+ * (its error included); above it the two forms agree within ~1e-6. */
+#define SINC3_DIRECT_MIN 1e-4
 NB_ALWAYS_INLINE double sinc3_poly(double x)
 {
     double sn, cs;
@@ -371,9 +375,10 @@ static void tricubic_pass(int n, const vec_consts *restrict c, const double *res
     }
 }
 
-/* acc[j] += F_latt^2 F_cell^2 of one orientation for every sample j, and,
- * with interpolation, out[j] = 1 where a stencil left the grid at a step
- * that counts (then the pixel is redone step by step).  shape and interp are
+/* acc[j] += F_latt^2 F_cell^2 of one orientation for every sample j, and
+ * out[j] = 1 where the pixel must be redone step by step: with
+ * interpolation, where a stencil left the grid at a step that counts; with
+ * round spots, where the sphere transform is next to a node.  shape and interp are
  * constants at each call site, so each combination compiles to its own loop. */
 NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, int n,
                                              const double *restrict Sx, const double *restrict Sy,
@@ -408,9 +413,14 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
             double dh = h - h0, dk = kk - k0, dl = l - l0;
             if (shape == NB_SHAPE_ROUND) {
                 double hrad_sqr = dh * dh * Na * Na + dk * dk * Nb * Nb + dl * dl * Nc * Nc;
-                double F_latt = NNN * 0.723601254558268 * sinc3_poly(M_PI * sqrt(hrad_sqr * fudge));
+                double x = M_PI * sqrt(hrad_sqr * fudge);
+                double F_latt = NNN * 0.723601254558268 * sinc3_poly(x);
                 latt_sqr = F_latt * F_latt;
                 counts = F_latt != 0.0;
+                /* next to a node the reference's direct form loses its
+                 * digits (relative error ~1e-16/x^2): such a pixel is summed
+                 * step by step with the reference's own form, to match it */
+                out[j] = x < SINC3_DIRECT_MIN ? 1.0 : out[j];
             } else {
                 double dx = dh * c->as0 + dk * c->bs0 + dl * c->cs0;
                 double dy = dh * c->as1 + dk * c->bs1 + dl * c->cs1;
@@ -431,9 +441,10 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
             }
         }
         if (interp) {
-            /* stencil_outside(), term by term */
-            int outside = ((h - hmin + 3) > c->hr) | ((h - 2) < hmin) | ((kk - kmin + 3) > c->kr) | ((kk - 2) < kmin) |
-                          ((l - lmin + 3) > c->lr) | ((l - 2) < lmin);
+            /* stencil_outside(), term by term, written as "not inside" so that
+             * a NaN index (an absurd -mosaic) is outside and reads nothing */
+            int outside = !(((h - hmin + 3) <= c->hr) & ((h - 2) >= hmin) & ((kk - kmin + 3) <= c->kr) &
+                            ((kk - 2) >= kmin) & ((l - lmin + 3) <= c->lr) & ((l - 2) >= lmin));
             int fell = outside & (counts | c->water);
             out[j] = fell ? 1.0 : out[j];
             double hf = nb_floor(h), kf = nb_floor(kk), lf = nb_floor(l);
@@ -451,7 +462,9 @@ NB_ALWAYS_INLINE void accumulate_orientation(const int shape, const int interp, 
         } else {
             /* the mask as a double: int masks next to doubles keep SSE2 from vectorising */
             double m = (h0 >= hmin && h0 <= hmax && k0 >= kmin && k0 <= kmax && l0 >= lmin && l0 <= lmax) ? 1.0 : 0.0;
-            int idx = (int)(m * ((h0 - hmin) * hstride + (k0 - kmin) * kstride + (l0 - lmin)));
+            /* a select of the index, not of the load: off the grid (or NaN) reads F[0] */
+            double off = (h0 - hmin) * hstride + (k0 - kmin) * kstride + (l0 - lmin);
+            int idx = (int)(m != 0.0 ? off : 0.0);
             double Fg = F[idx];
             /* Fg or default_F exactly (F is finite); a product, not a select:
              * a select would let the compiler move the load under the
@@ -843,8 +856,10 @@ static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
             int m = ws->pix_n[fp - f0];
             if (m < 0) continue;
             int redo = !ws->vector_ok;
-            /* a stencil left the grid: what follows that step depends on the order */
-            for (int e = 0; !redo && interp0 && e < m; ++e) redo |= ws->out[j + e] != 0.0;
+            /* a stencil left the grid (what follows that step depends on the
+             * order) or a round spot's transform is next to a node */
+            const int flagged = interp0 || s->xtal_shape == NB_SHAPE_ROUND;
+            for (int e = 0; !redo && flagged && e < m; ++e) redo |= ws->out[j + e] != 0.0;
             double I;
             if (redo) {
                 I = pixel_in_order(k, ws, j, m, interp0, fp, rr);

@@ -88,6 +88,9 @@ def background(*, nthreads: int = 0, **kw: Any) -> np.ndarray:
     for key in ("floatfile", "intfile", "pgmfile", "noisefile", "nonoise", "nopgm", "seed"):
         if key in kw:
             raise TypeError(f"background() takes no {key!r}: it returns the image (use noisify() for noise)")
+    if not any(key in kw for key in ("stol", "4stol", "Q")):
+        raise ValueError("background() needs stol= (a .stol file or a shipped table: "
+                         + ", ".join(_nb.shipped_tables()) + ")")
     return background_from_args(_to_argv(kw, _nb.FLAGS, "background"), nthreads=nthreads)
 
 
