@@ -6,21 +6,43 @@ from __future__ import annotations
 import errno
 import math
 import os
-import re
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the command does not load typing
     from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 # No NumPy: the nanoBragg command uses everything here without it.
 
-# the reference's read_text_file(): tokens separated by any of these characters
-_DELIMS = re.compile(r"[ \t,;:!\r\n\f\v]+")
-# C atof(): the longest leading decimal number of a token (0 when there is none)
-_ATOF = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf(?:inity)?|nan)", re.IGNORECASE)
+
+class _Patterns:
+    """The readers' regular expressions, compiled on first use: most runs of
+    the nanoBragg command read no text table, and `re` costs its start-up
+    several milliseconds."""
+
+    def __getattr__(self, name: str):
+        import re
+        table = {
+            # the reference's read_text_file(): tokens separated by any of these characters
+            "DELIMS": (r"[ \t,;:!\r\n\f\v]+", 0),
+            # C atof(): the longest leading decimal number of a token (0 when there is none)
+            "ATOF": (r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf(?:inity)?|nan)", re.IGNORECASE),
+            # a decimal number as C's scanf("%lg") reads it (no inf/nan: a matrix must be finite)
+            "SCAN_NUMBER": (r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", 0),
+            "SCAN_BLANK": (r"\s*", 0),
+            "STRICT_NUMBER": (r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z", 0),
+        }
+        if name not in table:
+            raise AttributeError(name)
+        pattern, flags = table[name]
+        compiled = re.compile(pattern, flags)
+        setattr(self, name, compiled)          # later look-ups skip __getattr__
+        return compiled
+
+
+_RX = _Patterns()
 
 
 def c_atof(token: str) -> float:
-    m = _ATOF.match(token)
+    m = _RX.ATOF.match(token)
     return float(m.group(0)) if m else 0.0
 
 
@@ -30,19 +52,13 @@ def read_text_rows(text: str, ncols: int) -> List[List[float]]:
     atof() reads them; missing columns NaN."""
     rows: List[List[float]] = []
     for line in text.splitlines():
-        toks = [t for t in _DELIMS.split(line) if t]
+        toks = [t for t in _RX.DELIMS.split(line) if t]
         if not toks:
             continue
         vals = [c_atof(t) for t in toks[:ncols]]
         vals += [float("nan")] * (ncols - len(vals))
         rows.append(vals)
     return rows
-
-
-# a decimal number as C's scanf("%lg") reads it (no inf/nan: a matrix must be finite)
-_SCAN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_SCAN_BLANK = re.compile(r"\s*")
-_STRICT_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
 
 
 def _line_of(text: str, pos: int) -> int:
@@ -65,10 +81,10 @@ def parse_mat_values(text: str) -> List[float]:
     nums: List[float] = []
     pos = 0
     while len(nums) < 9:
-        pos = _SCAN_BLANK.match(text, pos).end()
+        pos = _RX.SCAN_BLANK.match(text, pos).end()
         if pos >= len(text):
             raise ValueError(f"expected 9 numbers (3 lines of 3), found {len(nums)}")
-        m = _SCAN_NUMBER.match(text, pos)
+        m = _RX.SCAN_NUMBER.match(text, pos)
         if m is None:
             raise ValueError(f"line {_line_of(text, pos)}: '{_token_at(text, pos)}' is not a number "
                              f"(expected 9 numbers, 3 lines of 3; found {len(nums)})")
@@ -92,12 +108,12 @@ def read_number_rows(text: str, columns: Sequence[str]) -> "tuple[List[List[floa
     lines: List[int] = []
     n = len(columns)
     for lineno, line in enumerate(text.split("\n"), 1):
-        toks = [t for t in _DELIMS.split(line) if t]
+        toks = [t for t in _RX.DELIMS.split(line) if t]
         if not toks or toks[0].startswith("#"):
             continue
         vals = []
         for col, tok in zip(columns, toks[:n]):
-            if not _STRICT_NUMBER.match(tok):
+            if not _RX.STRICT_NUMBER.match(tok):
                 shown = tok if len(tok) <= 20 else tok[:20] + "..."
                 raise ValueError(f"line {lineno}: {col} '{shown}' is not a number")
             vals.append(float(tok))
