@@ -203,24 +203,27 @@ void nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *
     nb_deviates_init(&dev, &rng, &idum);
 
     /* what each pixel's deviate needs from its mean alone, computed ahead
-     * in parallel; the draws themselves follow one stream in raster order */
+     * in parallel for a band of pixels at a time (a few hundred kB, not a
+     * second image); the draws themselves follow one stream in raster order */
     size_t pixels = (size_t)s->fpixels * (size_t)s->spixels;
-    nb_poisson_pre *pre = malloc(pixels * sizeof *pre);
     double max_mean = 0.0;
     for (size_t i = 0; i < pixels; i++) if (image[i] > max_mean) max_mean = image[i];
     cache_for_means(&dev, max_mean);
-    if (pre) {
-#pragma omp parallel for schedule(static) if (pixels > 100000)
-        for (long i = 0; i < (long)pixels; i++) nb_poisson_prepare(image[i], &pre[i]);
-    }
+    const size_t band = 1 << 16;
+    nb_poisson_pre *pre = malloc((pixels < band ? pixels : band) * sizeof *pre);
 
     double total = 0.0;
     long clipped = 0;
-    size_t idx = 0;
-    for (int slow = 0; slow < s->spixels; slow++) {
-        for (int fast = 0; fast < s->fpixels; fast++, idx++) {
+    for (size_t start = 0; start < pixels; start += band) {
+        size_t end = start + band < pixels ? start + band : pixels;
+        if (pre) {
+#pragma omp parallel for schedule(static) if (end - start > 16384)
+            for (long i = (long)start; i < (long)end; i++) nb_poisson_prepare(image[i], &pre[i - start]);
+        }
+        for (size_t idx = start; idx < end; idx++) {
+            int slow = (int)(idx / (size_t)s->fpixels), fast = (int)(idx % (size_t)s->fpixels);
             if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
-            double counts = pre ? nb_poidev_prepared(&dev, image[idx], &pre[idx]) : nb_poidev(&dev, image[idx]);
+            double counts = pre ? nb_poidev_prepared(&dev, image[idx], &pre[idx - start]) : nb_poidev(&dev, image[idx]);
             total += counts;
             counts += s->adc_offset;
             if (counts > 65535.0) { counts = 65535.0; ++clipped; }
