@@ -209,25 +209,31 @@ void nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *
     double max_mean = 0.0;
     for (size_t i = 0; i < pixels; i++) if (image[i] > max_mean) max_mean = image[i];
     cache_for_means(&dev, max_mean);
-    const size_t band = 1 << 16;
+    /* bands of whole rows, about 64k pixels each */
+    const int band_rows = s->fpixels >= 65536 ? 1 : 65536 / s->fpixels;
+    const size_t band = (size_t)band_rows * (size_t)s->fpixels;
     nb_poisson_pre *pre = malloc((pixels < band ? pixels : band) * sizeof *pre);
 
     double total = 0.0;
     long clipped = 0;
-    for (size_t start = 0; start < pixels; start += band) {
-        size_t end = start + band < pixels ? start + band : pixels;
+    for (int slow0 = 0; slow0 < s->spixels; slow0 += band_rows) {
+        int slow1 = slow0 + band_rows < s->spixels ? slow0 + band_rows : s->spixels;
+        size_t start = (size_t)slow0 * (size_t)s->fpixels, end = (size_t)slow1 * (size_t)s->fpixels;
         if (pre) {
 #pragma omp parallel for schedule(static) if (end - start > 16384)
             for (long i = (long)start; i < (long)end; i++) nb_poisson_prepare(image[i], &pre[i - start]);
         }
-        for (size_t idx = start; idx < end; idx++) {
-            int slow = (int)(idx / (size_t)s->fpixels), fast = (int)(idx % (size_t)s->fpixels);
-            if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
-            double counts = pre ? nb_poidev_prepared(&dev, image[idx], &pre[idx - start]) : nb_poidev(&dev, image[idx]);
-            total += counts;
-            counts += s->adc_offset;
-            if (counts > 65535.0) { counts = 65535.0; ++clipped; }
-            out[idx] = to_u16_like_x86(counts);
+        size_t idx = start;
+        for (int slow = slow0; slow < slow1; slow++) {
+            for (int fast = 0; fast < s->fpixels; fast++, idx++) {
+                if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
+                double counts = pre ? nb_poidev_prepared(&dev, image[idx], &pre[idx - start])
+                                    : nb_poidev(&dev, image[idx]);
+                total += counts;
+                counts += s->adc_offset;
+                if (counts > 65535.0) { counts = 65535.0; ++clipped; }
+                out[idx] = to_u16_like_x86(counts);
+            }
         }
     }
     free(pre);
