@@ -98,9 +98,9 @@ def _tail(data, n=30):
     return "\n".join(text.splitlines()[-n:])
 
 
-def golden_bytes(case_id, name):
-    """Content of golden/<case>/<name>(.gz)."""
-    d = GOLDEN / case_id
+def golden_bytes(case_id, name, root=None):
+    """Content of golden/<case>/<name>(.gz) (or of <root>/<case>/<name>)."""
+    d = (GOLDEN if root is None else root) / case_id
     if (d / (name + ".gz")).exists():
         with gzip.open(d / (name + ".gz"), "rb") as f:
             return f.read()

@@ -10,7 +10,6 @@ files may hold NaN where the reference has NaN.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -41,11 +40,7 @@ def command(program):
 
 
 def golden(case_id, name):
-    d = ROOT / case_id
-    if (d / (name + ".gz")).exists():
-        with gzip.open(d / (name + ".gz"), "rb") as f:
-            return f.read()
-    return (d / name).read_bytes()
+    return goldenlib.golden_bytes(case_id, name, root=ROOT)
 
 
 def run(case, workdir):
