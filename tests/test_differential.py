@@ -5,7 +5,7 @@ yourself (upstream nanoBragg.c main + its three fix branches, as
 golden/README.md describes; never part of this project).  Each combination
 runs both programs in their own empty folder on small detectors and compares
 every output by the golden rules (tests/goldenlib.py), and the "N% done"
-lines of their stdout (ours in-process: the runner prints none).
+lines of their stdout.
 
 The generator draws conventions, custom vectors, pivots, rotations,
 two-theta, curved and point pixels, misset, crystal sizes (exact multiples
@@ -309,8 +309,7 @@ def compare(combo, reference=REFERENCE):
     work = Path(tempfile.mkdtemp(prefix="nbdiff-"))
     try:
         ref = _run([reference], combo, work / "ref")
-        # in-process (the job layer's path): it prints the progress meter
-        ours = _run(goldenlib.nanobragg_command(), combo, work / "ours", env={"NANOBRAGG_NO_RUNNER": "1"})
+        ours = _run(goldenlib.nanobragg_command(), combo, work / "ours")
         if ref.returncode != 0:
             return [f"the reference failed ({ref.returncode}): {ref.stdout.decode(errors='replace')[-200:]}"]
         if ours.returncode != 0:

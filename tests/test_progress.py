@@ -21,7 +21,7 @@ def _meter_text(stdout):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["id"])
 def test_progress_lines_are_the_reference_text(case, tmp_path):
-    # the in-process command (the job layer's path; the runner prints none)
+    # the command (one process, the job layer)
     p = goldenlib.run_case(case, tmp_path, env={"OMP_NUM_THREADS": "2"})
     want = (goldenlib.GOLDEN / case["id"] / "stdout.txt").read_text()
     assert _meter_text(p.stdout.decode()) == _meter_text(want)

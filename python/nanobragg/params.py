@@ -493,7 +493,7 @@ _o("-noprogress", "switch", 0, "", "", "no 'N% done' lines", _extras(progress=Fa
 _o("-threads", "int", 1, "N", "", "render threads (default 0: all cores); the image does not depend on it",
    _extra("threads"), check=_nonneg)
 
-# --- formats (issue 13): crystallographic inputs and image formats, front-end handled ---
+# crystallographic inputs and image formats (structure.py, images.py, nexus.py), front-end handled
 _group("formats")
 _o("-hkl_column", "path", 1, "NAME", "", "amplitude (or intensity) column of an MTZ or mmCIF -hkl "
    "(default: the first amplitude column)", _extra("hkl_column"))
@@ -514,7 +514,6 @@ _o("-nexus_float", "switch", 0, "", "", "also store the float image in the -nexu
    _extras(nexus_float=True), off=_extras(nexus_float=False))
 _o("-nexus_compression", "path", 1, "NAME", "", "HDF5 filter of the -nexus images: none (default), gzip[:LEVEL], "
    "lzf, bitshuffle or lz4 (hdf5plugin)", _extra("nexus_compression"))
-# --- end formats ---
 
 _group("api")
 _CONVENTION_PIVOT = {
