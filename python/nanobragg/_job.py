@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 from . import _io
 from .params import BANNER, DEFAULT_FILES, UsageError, normalize, params_to_fields
@@ -410,6 +409,7 @@ class Job:
             self.dump_message = f"writing dump file for next time: {path}"
         except OSError:
             self.dump_message = f"WARNING: unable to open dump file: {path}"
+
 
 def check_paths(params: Mapping[str, Any]) -> Dict[str, str]:
     """Before any input is read: the command's outputs by flag, refused when

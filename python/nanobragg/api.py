@@ -7,9 +7,8 @@ turns its flags into simulate()'s keywords, and both go through
 
 from __future__ import annotations
 
-import math
 import os
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 

@@ -13,7 +13,6 @@ the last of repeated settings wins.
 
 from __future__ import annotations
 
-import os
 import struct
 import sys
 TYPE_CHECKING = False
