@@ -126,6 +126,28 @@ def run_command(prog: str, run: Callable[[List[str]], int], argv: Optional[Seque
     return run_guarded(prog, lambda: run(argv))
 
 
+def detector_size(s: Dict[str, Any]) -> Tuple[float, float, int, int]:
+    """The companions' detector-size flags as their references read them, in
+    command-line order (a later -detpixels resets both axes): (size x, size y
+    in m; pixels x, pixels y, 0 where not given)."""
+    dx = dy = 102.4e-3
+    nx = ny = 0
+    for k, v in s.items():
+        if k == "detsize":
+            dx = dy = v / 1000.0
+        elif k == "detsize_x":
+            dx = v / 1000.0
+        elif k == "detsize_y":
+            dy = v / 1000.0
+        elif k == "detpixels":
+            nx = ny = v
+        elif k == "detpixels_x":
+            nx = v
+        elif k == "detpixels_y":
+            ny = v
+    return dx, dy, nx, ny
+
+
 def read_file(path: str, label: str, key: str) -> bytes:
     """A whole input file, bounded as every input is (nanobragg._io.read_input)."""
     return bytes(read_input(path, label, key))

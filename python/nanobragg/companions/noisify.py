@@ -111,21 +111,7 @@ def image_size(s: Dict[str, Any], nfloats: int, header=None) -> Tuple[int, int, 
     -header's size, else -detpixels*, else a guess from the float count."""
     warnings: List[str] = []
     pixel = s.get("pixel", 0.1) / 1000.0
-    dx = dy = 102.4e-3
-    x = y = 0
-    for k, v in s.items():      # in command-line order: a later -detpixels resets both
-        if k == "detsize":
-            dx = dy = v / 1000.0
-        elif k == "detsize_x":
-            dx = v / 1000.0
-        elif k == "detsize_y":
-            dy = v / 1000.0
-        elif k == "detpixels":
-            x = y = v
-        elif k == "detpixels_x":
-            x = v
-        elif k == "detpixels_y":
-            y = v
+    dx, dy, x, y = C.detector_size(s)
     pixels = nfloats
     if header is not None:
         x, y = header.width, header.height

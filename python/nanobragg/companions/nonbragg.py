@@ -206,23 +206,10 @@ def engine_params(s: Dict[str, Any]) -> Dict[str, Any]:
     mm = 1e-3
     p: Dict[str, Any] = {}
     pixel = s.get("pixel", 0.1) * mm
-    dx = dy = 102.4e-3
-    fp = sp = 0
+    dx, dy, fp, sp = C.detector_size(s)
     sample = [1e-4, 1e-4, 1e-4]
     for k, v in s.items():            # command-line order
-        if k == "detsize":
-            dx = dy = v * mm
-        elif k == "detsize_x":
-            dx = v * mm
-        elif k == "detsize_y":
-            dy = v * mm
-        elif k == "detpixels":
-            fp = sp = v
-        elif k == "detpixels_x":
-            fp = v
-        elif k == "detpixels_y":
-            sp = v
-        elif k == "samplesize":
+        if k == "samplesize":
             sample = [v * mm] * 3
         elif k == "thick":
             sample[0] = v * mm
