@@ -705,6 +705,25 @@ def run(spec: Any, out_dir: str, *, workers: Optional[int] = None, scheduler: Op
     return Summary(total, sorted(rendered), total - pending, failed, seconds, nworkers)
 
 
+def _local_cluster_config():
+    """dask settings for the LocalCluster this module starts.
+
+    On Linux its worker processes start by fork: a spawned worker re-imports
+    Python, dask and the engine (about half a second on this class of
+    machine, paid by every run), a forked one starts from this process (an
+    explicit DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD, and every
+    other platform, keep dask's choice).  The system and memory monitors,
+    which feed only the dashboard's plots here, sample less often: on a
+    small machine their CPU is taken from the renders."""
+    import dask
+    config = {"distributed.admin.system-monitor.interval": "2s",
+              "distributed.admin.system-monitor.disk": False,
+              "distributed.worker.memory.monitor-interval": "1s"}
+    if sys.platform.startswith("linux") and "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD" not in os.environ:
+        config["distributed.worker.multiprocessing-method"] = "fork"
+    return dask.config.set(config)
+
+
 def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, processes, rendered, failed, bar) -> int:
     try:
         from dask.distributed import Client, LocalCluster, as_completed
@@ -723,24 +742,31 @@ def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, process
         # the workers' own logs stay quiet: a task's error comes back with its
         # future and is reported in the summary; the scheduler's HTTP server
         # takes a free port (8787 may be another cluster's)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                               dashboard_address=":0", silence_logs=logging.CRITICAL)
+        with _local_cluster_config():
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+                                   dashboard_address=":0", silence_logs=logging.CRITICAL)
         client = Client(cluster)
     try:
         nworkers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
         # a key of its own per task: a long-lived cluster must never hand back
         # the result of an earlier run (another folder) instead of rendering
         run_id = uuid.uuid4().hex[:12]
-        futures = {client.submit(write_frame, spec, out_dir, i, threads, key=f"nanobragg-frame-{i + 1}-{run_id}",
-                                 retries=retries, pure=False): i for i in todo}
+        # one message for the whole batch rather than one per frame
+        submitted = client.map(write_frame, [spec] * len(todo), [out_dir] * len(todo), todo, [threads] * len(todo),
+                               key=[f"nanobragg-frame-{i + 1}-{run_id}" for i in todo], retries=retries, pure=False)
+        futures = dict(zip(submitted, todo))
         for fut in as_completed(futures):
             first, count = block_of(spec, futures[fut])
-            try:
-                fut.result()
+            # a finished frame's small result stays on its worker: fetching
+            # it costs the client a round trip per frame, which on a small
+            # machine takes CPU from the workers
+            if fut.status == "finished":
                 rendered.extend(range(first, first + count))
-            except Exception as e:  # a worker's error, after its retries
+            else:  # a worker's error, after its retries (or the task was lost)
+                e = fut.exception()
                 for j in range(first, first + count):
                     failed[j] = f"{type(e).__name__}: {e}"
+            fut.release()
             if bar is not None:
                 bar.update(count)
     except BaseException:
