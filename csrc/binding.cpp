@@ -645,6 +645,68 @@ class Setup {
     std::vector<py::ssize_t> shape() const { return {own_.s.spixels, own_.s.fpixels}; }
 };
 
+// The reference's -printout values, pixel by pixel in raster order.  Holds
+// the last pixel's record, so that calls for successive runs of pixels
+// carry the values a pixel leaves to the next (nb_trace_pixels' carry).
+class Tracer {
+  public:
+    Tracer(py::object setup, py::object hkl, py::object mask, long fallback_pixel)
+        : setup_(std::move(setup)), hkl_(std::move(hkl)), mask_obj_(std::move(mask)), fallback_(fallback_pixel) {
+        const Setup &st = setup_.cast<const Setup &>();
+        if (!mask_obj_.is_none())
+            mask_ = std::make_unique<TypedView<uint16_t>>(mask_obj_, (size_t)st.s().fpixels * st.s().spixels,
+                                                          "tracer: mask");
+        std::memset(&carry_, 0, sizeof carry_);
+        carry_.pixel = -1;
+    }
+    // pixels: raster indices, ascending, after those of the previous call
+    py::list trace(const py::sequence &pixel_seq) {
+        const nb_setup &s = setup_.cast<const Setup &>().s();
+        const Hkl *hkl = hkl_.is_none() ? nullptr : hkl_.cast<const Hkl *>();
+        std::vector<long> wanted;
+        wanted.reserve(py::len(pixel_seq));
+        for (const py::handle &h : pixel_seq)
+            wanted.push_back((long)to_integer(h, "trace: pixel", 0, std::numeric_limits<long>::max()));
+        if (wanted.size() > (size_t)std::numeric_limits<int>::max()) throw py::value_error("trace: too many pixels");
+        std::vector<nb_pixel_trace> out(wanted.size());
+        char err[kErrLen] = "";
+        int rc;
+        {
+            py::gil_scoped_release nogil;
+            rc = nb_trace_pixels(&s, hkl ? hkl->grid() : nullptr, mask_ ? mask_->data() : nullptr, fallback_,
+                                 wanted.data(), (int)wanted.size(), out.data(), &carry_, err, sizeof err);
+        }
+        if (rc != NB_OK) raise_c_error("nb_trace_pixels", err, rc);
+        auto v3 = [](const double *v) { return py::make_tuple(v[0], v[1], v[2]); };
+        py::list rows;
+        for (const nb_pixel_trace &t : out) {
+            py::dict d;
+            d["pixel"] = t.pixel;
+            d["stol_per_m"] = t.stol_per_m;
+            d["pixel_pos_m"] = v3(t.pixel_pos_m);
+            d["hkl"] = v3(t.hkl);
+            d["hkl0"] = py::make_tuple(t.hkl0[0], t.hkl0[1], t.hkl0[2]);
+            d["F_cell"] = t.F_cell;
+            d["F_latt"] = t.F_latt;
+            d["I"] = t.I;
+            d["polar"] = t.polar;
+            d["omega_sr"] = t.omega_sr;
+            d["capture_fraction"] = t.capture_fraction;
+            d["a_m"] = v3(t.a_m);
+            d["b_m"] = v3(t.b_m);
+            d["c_m"] = v3(t.c_m);
+            rows.append(d);
+        }
+        return rows;
+    }
+
+  private:
+    py::object setup_, hkl_, mask_obj_;
+    std::unique_ptr<TypedView<uint16_t>> mask_;
+    long fallback_;
+    nb_pixel_trace carry_;
+};
+
 // ------------------------------------------------------------------ Smv --
 
 
@@ -727,11 +789,20 @@ PYBIND11_MODULE(_core, m) {
              "Render the float image: returns (Buffer float32 (spixels, fpixels), stats dict).  Python signal "
              "handlers run during the render; an exception from one (KeyboardInterrupt) or from "
              "progress(done, total) stops it and propagates.")
+        .def("tracer", [](py::object self, py::object hkl, py::object mask, long fallback_pixel) {
+                 return Tracer(std::move(self), std::move(hkl), std::move(mask), fallback_pixel);
+             }, py::arg("hkl"), py::arg("mask"), py::arg("fallback_pixel"),
+             "A Tracer of the reference's -printout values, after a render whose stats gave fallback_pixel.")
         .def("int_image", &Setup::int_image, py::arg("image"), py::arg("max_I"))
         .def("pgm_image", &Setup::pgm_image, py::arg("image"), py::arg("intfile_scale"), py::arg("rmsd"))
         .def("noise_image", &Setup::noise_image, py::arg("image"), py::arg("seed") = py::none())
         .def("smv_header", &Setup::smv_header)
         .def("pgm_header", &Setup::pgm_header, py::arg("scale"));
+
+    py::class_<Tracer>(m, "Tracer", "The reference's -printout values, pixel by pixel in raster order")
+        .def("trace", &Tracer::trace, py::arg("pixels"),
+             "Records of the given pixels (raster indices, ascending, each rendered, after those of the "
+             "previous call): a dict per pixel (nb_pixel_trace's fields, SI units).");
 
     py::class_<Smv>(m, "Smv", "A parsed SMV image")
         .def_property_readonly("header", [](const Smv &s) { return decode_text(s.v().header); })

@@ -224,6 +224,10 @@ int nb_hkl_parse_text(const char *text, size_t len, double default_F, nb_hkl *ou
         rc = NB_EFORMAT;
     }
     if (rc == NB_OK) rc = nb_hkl_from_rows(rl.v, rl.n, default_F, out, err, errlen);
+    if (rc == NB_OK) {
+        out->read_as = NB_HKL_TEXT;
+        memcpy(out->last_row, rl.v + 4 * (rl.n - 1), sizeof out->last_row);
+    }
     free(rl.v);
     return rc;
 }
@@ -314,6 +318,7 @@ int nb_fdump_parse(const unsigned char *buf, size_t len, nb_hkl *out, char *err,
     memcpy(g.F, buf + data_at, want);
     /* the reference counts the interior cells as reflections */
     g.count = (long)(g.h_max - g.h_min + 1) * (g.k_max - g.k_min + 1) * (g.l_max - g.l_min + 1);
+    g.read_as = NB_HKL_FDUMP;
     *out = g;
     return NB_OK;
 }

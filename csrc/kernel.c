@@ -334,3 +334,118 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
     compute_stats(s, mask, image, stats);
     return NB_OK;
 }
+
+/* ------------------------------------------------------------ printout -- */
+
+/* copy the groups of values `which` (NB_TRACE_*) from one trace to another */
+static void take_groups(nb_pixel_trace *to, const nb_pixel_trace *from, int which)
+{
+    if (which & NB_TRACE_STEP) {
+        memcpy(to->hkl, from->hkl, sizeof to->hkl);
+        memcpy(to->hkl0, from->hkl0, sizeof to->hkl0);
+        to->F_latt = from->F_latt;
+        to->orientation = from->orientation;
+        memcpy(to->a_m, from->a_m, sizeof to->a_m);
+        memcpy(to->b_m, from->b_m, sizeof to->b_m);
+        memcpy(to->c_m, from->c_m, sizeof to->c_m);
+    }
+    if (which & NB_TRACE_F_CELL) to->F_cell = from->F_cell;
+}
+
+/* Before any step the reference's variables hold what its setup left: the
+ * unrotated crystal; from a text HKL file its last row (h k l F as read;
+ * h0 and k0 then run one past the grid while the Fdump cache is written, l0
+ * keeps the row's l), from an Fdump cache h0 and k0 likewise; h0 and k0 end
+ * at 6 once the interpolation stencil is allocated.  What it leaves
+ * uninitialised is 0 here. */
+static void untouched_groups(const nb_setup *s, const nb_hkl *hkl, nb_pixel_trace *t, int which)
+{
+    nb_pixel_trace z;
+    memset(&z, 0, sizeof z);
+    z.orientation = -1;
+    memcpy(z.a_m, s->a0, sizeof z.a_m);
+    memcpy(z.b_m, s->b0, sizeof z.b_m);
+    memcpy(z.c_m, s->c0, sizeof z.c_m);
+    int grid = hkl && hkl->count > 0 && hkl->F;
+    if (grid && hkl->read_as != NB_HKL_ROWS) {
+        z.hkl0[0] = hkl->h_max - hkl->h_min + 2;
+        z.hkl0[1] = hkl->k_max - hkl->k_min + 2;
+    }
+    if (grid && hkl->read_as == NB_HKL_TEXT) {
+        for (int i = 0; i < 3; ++i) z.hkl[i] = hkl->last_row[i];
+        z.hkl0[2] = (int)hkl->last_row[2];
+        z.F_cell = hkl->last_row[3];
+    }
+    if (grid && s->interpolate) z.hkl0[0] = z.hkl0[1] = 6;
+    take_groups(t, &z, which);
+}
+
+static int trace_at(const nb_kernel_isa *isa, const nb_kernel_ctx *k, void *ws, const uint16_t *mask,
+                    long fallback_pixel, long p, nb_pixel_trace *t)
+{
+    const nb_setup *s = k->s;
+    int interp = s->interpolate && k->have_grid && (fallback_pixel < 0 || p <= fallback_pixel);
+    t->pixel = p;
+    return isa->trace_pixel(k, ws, mask, (int)(p % s->fpixels), (int)(p / s->fpixels), interp, t);
+}
+
+int nb_trace_pixels(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, long fallback_pixel,
+                    const long *pixels, int n, nb_pixel_trace *out, nb_pixel_trace *carry, char *err,
+                    size_t errlen)
+{
+    const long total = (long)s->fpixels * s->spixels;
+    for (int i = 0; i < n; ++i) {
+        long p = pixels[i];
+        if (p < 0 || p >= total || !nb_pixel_wanted(s, mask, (int)(p % s->fpixels), (int)(p / s->fpixels))) {
+            nb_set_error(err, errlen, "printout: pixel %ld is not rendered (outside the image, the ROI or the mask)", p);
+            return NB_EINVAL;
+        }
+        if ((i > 0 && p <= pixels[i - 1]) || (i == 0 && carry && carry->pixel >= 0 && p <= carry->pixel)) {
+            nb_set_error(err, errlen, "printout: pixels must be in ascending raster order");
+            return NB_EINVAL;
+        }
+    }
+    const nb_kernel_isa *isa;
+    if (pick_kernel(&isa, err, errlen) != NB_OK) return NB_EINVAL;
+    nb_orientations o;
+    if (orientations_build(s, &o) != NB_OK) {
+        nb_set_error(err, errlen, "out of memory for %d crystal orientations", s->phisteps * s->mosaic_domains);
+        return NB_ENOMEM;
+    }
+    nb_render_ctl ctl = { NULL, 0, 0.0, 0, -1, NULL, NULL };
+    nb_kernel_ctx k = { s, hkl, &o, hkl && hkl->count > 0 && hkl->F, 1, &ctl };
+    void *ws = isa->workspace_new(&k);
+    if (!ws) {
+        free(o.block);
+        nb_set_error(err, errlen, "out of memory");
+        return NB_ENOMEM;
+    }
+    for (int i = 0; i < n; ++i) {
+        nb_pixel_trace *t = &out[i];
+        memset(t, 0, sizeof *t);
+        int missing = (NB_TRACE_STEP | NB_TRACE_F_CELL) & ~trace_at(isa, &k, ws, mask, fallback_pixel, pixels[i], t);
+        /* what this pixel did not set, the pixels before it left */
+        long q = pixels[i];
+        while (missing) {
+            do --q; while (q >= 0 && !nb_pixel_wanted(s, mask, (int)(q % s->fpixels), (int)(q / s->fpixels)));
+            if (q < 0) {
+                untouched_groups(s, hkl, t, missing);
+                break;
+            }
+            const nb_pixel_trace *prev = i > 0 ? &out[i - 1] : carry && carry->pixel >= 0 ? carry : NULL;
+            if (prev && q == prev->pixel) {        /* complete already */
+                take_groups(t, prev, missing);
+                break;
+            }
+            nb_pixel_trace before;
+            memset(&before, 0, sizeof before);
+            int got = trace_at(isa, &k, ws, mask, fallback_pixel, q, &before);
+            take_groups(t, &before, missing & got);
+            missing &= ~got;
+        }
+    }
+    if (carry && n > 0) *carry = out[n - 1];
+    isa->workspace_free(ws);
+    free(o.block);
+    return NB_OK;
+}

@@ -56,6 +56,11 @@ typedef struct {
     /* pixels fp_start.. of row sp; interp0: tricubic interpolation on at entry */
     void (*render_row)(const nb_kernel_ctx *k, void *ws, const uint16_t *mask, int sp, int fp_start,
                        int interp0, float *image, nb_row_result *rr);
+    /* the printout's values of one pixel; returns the NB_TRACE_* groups it
+     * set (t->orientation: the index of the last step's), -1 if the pixel
+     * is not rendered */
+    int (*trace_pixel)(const nb_kernel_ctx *k, void *ws, const uint16_t *mask, int fp, int sp, int interp0,
+                       nb_pixel_trace *t);
 } nb_kernel_isa;
 
 #define NB_ISA_CAT2(a, b) a##b

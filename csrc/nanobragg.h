@@ -159,7 +159,14 @@ typedef struct nb_hkl {
     int h_min, h_max, k_min, k_max, l_min, l_max;
     long count;                   /* reflections read; 0 = no grid (default_F everywhere) */
     double *F;                    /* (h_range+1)*(k_range+1)*(l_range+1) values */
+    /* what reading left in the reference's variables, which its -printout
+     * shows for steps no pixel has taken yet */
+    int read_as;                  /* NB_HKL_ROWS (a caller's rows), NB_HKL_TEXT or NB_HKL_FDUMP */
+    double last_row[4];           /* NB_HKL_TEXT: the last row, h k l F */
 } nb_hkl;
+#define NB_HKL_ROWS 0
+#define NB_HKL_TEXT 1
+#define NB_HKL_FDUMP 2
 
 static inline size_t nb_hkl_index(const nb_hkl *g, int h, int k, int l) {
     size_t kr = (size_t)(g->k_max - g->k_min + 2), lr = (size_t)(g->l_max - g->l_min + 2);
@@ -277,6 +284,38 @@ typedef struct nb_render_opts {
  * is then incomplete. */
 int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float *image,
               nb_stats *stats, const nb_render_opts *opts, char *err, size_t errlen);
+
+/* What the reference's per-pixel printout (-printout, -printout_pixel)
+ * shows of one pixel: the values its last step left behind.  Values the
+ * pixel never set (every source past -dmin; a lattice factor of 0 skips the
+ * structure factor) are the previous rendered pixel's in raster order, as in
+ * the single-threaded reference; before any pixel set them, the Miller
+ * indices and factors are 0 and the axes are the unrotated crystal's. */
+typedef struct nb_pixel_trace {
+    long pixel;                   /* raster index: slow * fpixels + fast */
+    double stol_per_m;            /* sin(theta)/lambda of the last sub-pixel and source (1/m) */
+    double pixel_pos_m[3];        /* the last sub-pixel's centre, lab frame */
+    double hkl[3];                /* fractional Miller indices of the last step */
+    int hkl0[3];                  /* and the nearest node */
+    double F_cell, F_latt;
+    double I;                     /* the pixel's sum of F_cell^2 F_latt^2, before / steps and the factors */
+    double polar, omega_sr, capture_fraction;
+    double a_m[3], b_m[3], c_m[3];/* the last step's crystal axes */
+    int orientation;              /* index of the last step's orientation (phi step x mosaic domain) */
+} nb_pixel_trace;
+#define NB_TRACE_STEP 1           /* hkl, hkl0, F_latt, orientation and axes */
+#define NB_TRACE_F_CELL 2
+
+/* The printout's values for the given pixels (raster indices, ascending,
+ * each rendered: inside the ROI and not masked).  fallback_pixel: the
+ * render's nb_stats.fallback_pixel (-1: interpolation never fell back).
+ * carry (may be NULL): in, when carry->pixel >= 0, the record of a pixel
+ * before pixels[0] (the last of an earlier call), so that runs of pixels
+ * can be traced call by call; out, the last record.  Sums step by step on
+ * one thread, whatever rendered the image. */
+int nb_trace_pixels(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, long fallback_pixel,
+                    const long *pixels, int n, nb_pixel_trace *out, nb_pixel_trace *carry, char *err,
+                    size_t errlen);
 
 /* Output scaling, as the reference: only pixels inside the ROI are written. */
 double nb_int_image(const nb_setup *s, const float *image, double max_I, uint16_t *out);          /* returns scale used */

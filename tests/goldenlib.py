@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import re
 import shutil
@@ -219,6 +220,64 @@ def _number(text):
         return float(text)
     except ValueError:
         return None
+
+
+def printout_block(stdout):
+    """The -printout part of a run's stdout: from the first pixel's lines (or
+    an interpolation warning among them) to the blank line before "solid
+    angle"."""
+    lines = stdout.splitlines()
+    start = next((i for i, l in enumerate(lines) if " : stol = " in l or l.startswith("WARNING: out of range")),
+                 None)
+    end = next((i for i, l in enumerate(lines) if l.startswith("solid angle")), len(lines))
+    while end > 0 and not lines[end - 1].strip():     # the blank line after the render
+        end -= 1
+    return [] if start is None or start >= end else lines[start:end]
+
+
+# printed with %f and %11.8f: a last digit may round either way
+_PRINTOUT_DIGITS = {"hkl=": 1.01e-6, "X:": 1.01e-8, "Y:": 1.01e-8, "Z:": 1.01e-8}
+
+
+def compare_printout(ours_stdout, ref_stdout):
+    """The -printout lines token by token: words equal, integers equal, other
+    numbers by the float rule (1e-5 relative plus 1e-6 of the largest value
+    in the same place of any pixel's lines) or to the last printed digit."""
+    ours, ref = printout_block(ours_stdout), printout_block(ref_stdout)
+    if len(ours) != len(ref):
+        return [f"printout: {len(ours)} lines, the reference {len(ref)}"]
+
+    def key(tokens, j):
+        return (tokens[0] if tokens and not tokens[0].lstrip("-").isdigit() else "#", len(tokens), j)
+
+    peak = {}
+    for line in ref:
+        t = line.split()
+        for j, tok in enumerate(t):
+            v = _number(tok)
+            if v is not None and math.isfinite(v):
+                peak[key(t, j)] = max(peak.get(key(t, j), 0.0), abs(v))
+    bad = []
+    for n, (lo, lr) in enumerate(zip(ours, ref)):
+        to, tr = lo.split(), lr.split()
+        ok = len(to) == len(tr)
+        for j, (a, b) in enumerate(zip(to, tr)):
+            if not ok or a == b:
+                continue
+            x, y = _number(a), _number(b)
+            integral = b.lstrip("-").isdigit()
+            if x is None or y is None or integral:
+                ok = False
+                break
+            digits = _PRINTOUT_DIGITS.get(tr[0], 0.0)
+            if not abs(x - y) <= FLOAT_RTOL * abs(y) + FLOAT_PEAK_TOL * peak.get(key(tr, j), 0.0) + digits:
+                ok = False
+        if not ok:
+            bad.append(n)
+    if not bad:
+        return []
+    n = bad[0]
+    return [f"printout: {len(bad)} of {len(ref)} lines differ; first, line {n}: ours {ours[n]!r}, ref {ref[n]!r}"]
 
 
 def compare_header_value(key, ours, ref):

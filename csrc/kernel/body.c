@@ -268,8 +268,13 @@ typedef struct {
 } sample_view;
 
 /* The reference's step order: samples, then phi steps, then mosaic domains.
- * *interp turns off for good at the first stencil that leaves the grid. */
-static double pixel_sum_in_order(const nb_kernel_ctx *k, const sample_view *b, int *interp, nb_fallback_note *fb)
+ * *interp turns off for good at the first stencil that leaves the grid.
+ * tr, when given, keeps what the last step left (-printout): its Miller
+ * indices, lattice factor and orientation, and the last structure factor
+ * looked up (a step whose lattice factor is 0 looks none up); tr_set says
+ * which of the two it holds. */
+static double pixel_sum_in_order(const nb_kernel_ctx *k, const sample_view *b, int *interp, nb_fallback_note *fb,
+                                 nb_pixel_trace *tr, int *tr_set)
 {
     const nb_setup *s = k->s;
     const nb_orientations *o = k->o;
@@ -303,6 +308,13 @@ static double pixel_sum_in_order(const nb_kernel_ctx *k, const sample_view *b, i
                     F_latt = Na * Nb * Nc * (rad_star_sqr * s->fudge < 0.3969);
                 }
             }
+            if (tr) {
+                *tr_set |= NB_TRACE_STEP;
+                tr->hkl[0] = h; tr->hkl[1] = kk; tr->hkl[2] = l;
+                tr->hkl0[0] = h0; tr->hkl0[1] = k0; tr->hkl0[2] = l0;
+                tr->F_latt = F_latt;
+                tr->orientation = q;
+            }
             if (F_latt == 0.0 && s->water_m == 0.0) continue;
 
             double F_cell;
@@ -315,6 +327,10 @@ static double pixel_sum_in_order(const nb_kernel_ctx *k, const sample_view *b, i
                 *interp = 0;
             }
             F_cell = *interp ? tricubic_F(k, h, kk, l) : nearest_F(k, h0, k0, l0);
+            if (tr) {
+                *tr_set |= NB_TRACE_F_CELL;
+                tr->F_cell = F_cell;
+            }
             I += F_cell * F_cell * F_latt * F_latt * b->w[j];
         }
     }
@@ -832,7 +848,7 @@ static double pixel_in_order(const nb_kernel_ctx *k, const workspace *ws, int st
     sample_view v = { m, ws->Sx + start, ws->Sy + start, ws->Sz + start, ws->w + start };
     int interp = interp0;
     nb_fallback_note fb = { 0, { 0, 0, 0 }, { 0, 0, 0 } };
-    double I = pixel_sum_in_order(k, &v, &interp, &fb);
+    double I = pixel_sum_in_order(k, &v, &interp, &fb, NULL, NULL);
     if (fb.hit && rr->first_fallback_fp < 0) {
         rr->first_fallback_fp = fp;
         rr->note = fb;
@@ -873,4 +889,46 @@ static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
     }
 }
 
-const nb_kernel_isa NB_ISA_CAT(nb_kernel, NB_ISA_SUFFIX) = { NB_ISA_NAME, workspace_new, workspace_free, render_row };
+/* One pixel as the reference's printout sees it: its own samples summed step
+ * by step.  Returns which groups of values this pixel set (NB_TRACE_*); the
+ * others are left as they were.  -1: the pixel is not rendered. */
+static int trace_pixel(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, int fp, int sp, int interp0,
+                       nb_pixel_trace *t)
+{
+    workspace *ws = wsp;
+    const nb_setup *s = k->s;
+    nb_row_result rr = { -1, { 0, { 0, 0, 0 }, { 0, 0, 0 } }, 0.0 };
+    int n = sample_block(s, ws, mask, sp, fp, fp + 1, &rr);
+    if (ws->pix_n[0] < 0) return -1;
+    const pixel_factors *pf = &ws->pfs[0];
+    t->polar = pf->polar;
+    t->omega_sr = pf->omega;
+    t->capture_fraction = pf->capture;
+    /* the last sub-pixel (last sensor layer) and, for sin(theta)/lambda, the
+     * last source: the reference computes it before the -dmin cut */
+    int last = s->thicksteps * s->oversample * s->oversample - 1;
+    subpixel_position(s, ws->Fe[last], ws->Se[last], ws->Oe[last], t->pixel_pos_m);
+    t->stol_per_m = 0.0;
+    if (s->n_sources > 0) {
+        const source_info *si = ws->src + s->n_sources - 1;
+        const double d[3] = { ws->px[last], ws->py[last], ws->pz[last] };
+        double S[3];
+        for (int i = 0; i < 3; ++i) S[i] = (d[i] - si->inc[i]) * si->inv_lambda;
+        t->stol_per_m = 0.5 * nb_norm(S);
+    }
+    sample_view v = { n, ws->Sx, ws->Sy, ws->Sz, ws->w };
+    int interp = interp0, set = 0;
+    nb_fallback_note fb = { 0, { 0, 0, 0 }, { 0, 0, 0 } };
+    t->I = pixel_sum_in_order(k, &v, &interp, &fb, t, &set);
+    if (set & NB_TRACE_STEP) {
+        const nb_orientations *o = k->o;
+        int q = t->orientation;
+        t->a_m[0] = o->ax[q]; t->a_m[1] = o->ay[q]; t->a_m[2] = o->az[q];
+        t->b_m[0] = o->bx[q]; t->b_m[1] = o->by[q]; t->b_m[2] = o->bz[q];
+        t->c_m[0] = o->cx[q]; t->c_m[1] = o->cy[q]; t->c_m[2] = o->cz[q];
+    }
+    return set;
+}
+
+const nb_kernel_isa NB_ISA_CAT(nb_kernel, NB_ISA_SUFFIX) = { NB_ISA_NAME, workspace_new, workspace_free, render_row,
+                                                             trace_pixel };

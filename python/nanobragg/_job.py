@@ -28,7 +28,7 @@ from .params import BANNER, DEFAULT_FILES, UsageError, normalize, params_to_fiel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the command does not load typing
-    from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+    from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 # inputs named by flags: they are read, so no output may name the same file
 _INPUT_KEYS = ("hkl", "mat", "sourcefile", "mask", "img", "stol", "pdb")
@@ -144,7 +144,7 @@ class Job:
         if self.cli:
             if self.extras.get("stol") is not None:
                 self._check_stol(self.extras["stol"])
-            for key in ("stol", "4stol", "Q", "stolout", "coherent", "printout", "printout_pixel"):
+            for key in ("stol", "4stol", "Q", "stolout", "coherent"):
                 if key in last:
                     self.notes["pre"].append(f"note: -{key} is accepted for compatibility and has no effect")
 
@@ -353,7 +353,7 @@ class Job:
         image, stats = self.setup.render(hkl=self.hkl, mask=self.mask, threads=self.threads,
                                          exact_threads=_exact_threads(), progress=progress)
         _check_image(stats, self.fields, self._name)
-        return Images(self.setup, image, stats)
+        return Images(self.setup, image, stats, hkl=self.hkl, mask=self.mask, printout=printout_request(self.extras))
 
     def log_lines(self) -> List[str]:
         """The reference's setup messages: the engine's log with the front end's
@@ -492,9 +492,12 @@ class Images:
     """A rendered float image and the images derived from it, each computed
     once on first use (engine buffers, viewable with numpy.asarray)."""
 
-    def __init__(self, setup, image, stats: Mapping[str, Any]):
+    def __init__(self, setup, image, stats: Mapping[str, Any], hkl: Any = None, mask: Any = None,
+                 printout: Optional[Tuple[int, int]] = None):
         self.setup = setup
         self.float_image = image
+        self.hkl, self.mask = hkl, mask        # what rendered it, for -printout
+        self.printout = printout               # what -printout/-printout_pixel asked for, or None
         s = dict(stats)
         s["max_I_x"] = s.get("max_I_x_m")
         s["max_I_y"] = s.get("max_I_y_m")
@@ -613,12 +616,108 @@ def _flushing(update: Callable[[int, int], None], flush: Callable[[], None]) -> 
 def _reference_meter(job: Job, say: Callable[[str], None]):
     """The reference's "N% done" lines for this run, or None (-noprogress, -printout)."""
     x = job.extras
-    if not x.get("progress", True) or x.get("printout") or x.get("printout_pixel"):
+    if not x.get("progress", True) or printout_request(x) is not None:
         return None
     from ._progress import ReferenceMeter
     g = job.setup.geometry
     return ReferenceMeter(g["fpixels"], g["spixels"], (g["roi_xmin"], g["roi_xmax"], g["roi_ymin"], g["roi_ymax"]),
                           say, mask=job.mask)
+
+
+def printout_request(extras: Mapping[str, Any]) -> Optional[Tuple[int, int]]:
+    """What -printout asks for: None (off), (F, S) for -printout_pixel F S
+    (which the reference's flag matching also reads as -printout), (-1, -1)
+    for every pixel (-printout alone, or a negative F)."""
+    pp = extras.get("printout_pixel")
+    if pp is not None:
+        return (int(pp[0]), int(pp[1])) if pp[0] >= 0 else (-1, -1)
+    return (-1, -1) if extras.get("printout") else None
+
+
+def printout_text(rec: Mapping[str, Any], fpixels: int, lambda0_m: float, steps: int, pixel_value: float) -> str:
+    """One pixel's lines of the reference's -printout (its formats), from a
+    Tracer record; pixel_value: the pixel in the float image."""
+    x, y, z = rec["pixel_pos_m"]
+    twotheta = math.atan2(math.sqrt(y * y + z * z), x)
+    h, k, l = rec["hkl"]
+    h0, k0, l0 = rec["hkl0"]
+    a, b, c = rec["a_m"], rec["b_m"], rec["c_m"]
+    sp, fp = divmod(rec["pixel"], fpixels)
+    lines = [
+        "%4d %4d : stol = %g or %g" % (fp, sp, rec["stol_per_m"], math.sin(twotheta / 2.0) / (lambda0_m * 1e10)),
+        "at %g %g %g" % (x, y, z),
+        "hkl= %f %f %f  hkl0= %d %d %d" % (h, k, l, h0, k0, l0),
+        " F_cell=%g  F_latt=%g   I = %g" % (rec["F_cell"], rec["F_latt"], rec["I"]),
+        "I/steps %15.10g" % (rec["I"] / steps),
+        "polar   %15.10g" % rec["polar"],
+        "omega   %15.10g" % rec["omega_sr"],
+        "capfrac %15.10g" % rec["capture_fraction"],
+        "pixel   %15.10g" % pixel_value,
+        "real-space cell vectors (Angstrom):",
+        "     %-10s  %-10s  %-10s" % ("a", "b", "c"),
+    ]
+    for i, axis in enumerate("XYZ"):
+        lines.append("%s: %11.8f %11.8f %11.8f" % (axis, a[i] * 1e10, b[i] * 1e10, c[i] * 1e10))
+    return "\n".join(lines) + "\n"
+
+
+class Printout:
+    """The reference's -printout lines of a render, pixel by pixel in raster
+    order: every rendered pixel (request (-1, -1)) or the one named (F, S),
+    printed where the reference prints them (each pixel after its steps).
+    Values a pixel's steps never set are the previous rendered pixel's, as
+    in the single-threaded reference (nb_trace_pixels)."""
+
+    def __init__(self, images: "Images", request: Optional[Tuple[int, int]], write: Callable[[str], None]):
+        self._write = write
+        self._pending: List[int] = []
+        self._rows: Optional[Iterator[List[int]]] = None
+        if request is None:
+            return
+        st, setup = images.stats, images.setup
+        g = setup.geometry
+        self._W, self._H, self._g = g["fpixels"], g["spixels"], g
+        self._lambda0_m, self._steps = g["lambda0_m"], setup.steps or 1
+        self._mask = None if images.mask is None else memoryview(images.mask).cast("B").cast("H")
+        self._image = memoryview(images.float_image).cast("B").cast("f")
+        fallback = st["fallback_pixel"] if st.get("interpolation_fell_back") else -1
+        self._tracer = setup.tracer(images.hkl, images.mask, fallback)
+        self._rows = self._pixels(request)
+
+    def _in_roi(self, fp: int, sp: int) -> bool:
+        g = self._g
+        return g["roi_xmin"] <= fp <= g["roi_xmax"] and g["roi_ymin"] <= sp <= g["roi_ymax"]
+
+    def _pixels(self, request: Tuple[int, int]) -> Iterator[List[int]]:
+        """The rendered pixels asked for, a row at a time (raster indices)."""
+        W, H, g, mask = self._W, self._H, self._g, self._mask
+        fp, sp = request
+        if fp >= 0:
+            if 0 <= fp < W and 0 <= sp < H and self._in_roi(fp, sp) and (mask is None or mask[sp * W + fp]):
+                yield [sp * W + fp]
+            return
+        x0, x1 = max(g["roi_xmin"], 0), min(g["roi_xmax"], W - 1)
+        for row in range(max(g["roi_ymin"], 0), min(g["roi_ymax"], H - 1) + 1):
+            span = range(row * W + x0, row * W + x1 + 1)
+            yield list(span) if mask is None else [i for i in span if mask[i]]
+
+    def through(self, end: Optional[int] = None) -> None:
+        """Print the pixels with raster index < end (None: all that are left)."""
+        import bisect
+        while self._rows is not None:
+            if not self._pending:
+                self._pending = next(self._rows, None)
+                if self._pending is None:
+                    self._rows = None
+                continue
+            cut = len(self._pending) if end is None else bisect.bisect_left(self._pending, end)
+            if cut == 0:
+                return
+            batch, self._pending = self._pending[:cut], self._pending[cut:]
+            for rec in self._tracer.trace(batch):
+                self._write(printout_text(rec, self._W, self._lambda0_m, self._steps, self._image[rec["pixel"]]))
+            if self._pending:
+                return
 
 
 def run_command(params: Mapping[str, Any], write: Callable[[str], None], flush: Callable[[], None]) -> int:
@@ -646,12 +745,17 @@ def run_command(params: Mapping[str, Any], write: Callable[[str], None], flush: 
     meter = _reference_meter(job, say)
     images = job.render(progress=None if meter is None else _flushing(meter.update, flush))
     st = images.stats
+    # -printout: the lines of each pixel after its steps, so the pixels
+    # before an interpolation fall-back come before its warning
+    printout = Printout(images, images.printout, write)
+    printout.through(st["fallback_pixel"] if st.get("interpolation_fell_back") else None)
     if st.get("interpolation_fell_back"):
         h, k, l = st["fallback_hkl"]
         h0, k0, l0 = st["fallback_hkl0"]
         say("WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: %g,%g,%g,%d,%d,%d "
             % (h, k, l, h0, k0, l0))
         write("WARNING: further warnings will not be printed! ")   # no newline, as the reference
+    printout.through()
     if meter is not None:
         meter.finish()
     say("")

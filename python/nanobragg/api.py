@@ -73,6 +73,27 @@ class Result:
         """The scale of the PGM image."""
         return self._images.pgm_image()[1]
 
+    def printout(self, fpixel: Optional[int] = None, spixel: Optional[int] = None) -> str:
+        """The reference's per-pixel dump (the -printout text): the lines of
+        pixel (fpixel, spixel), or of every rendered pixel when fpixel is None
+        or negative.  Without arguments: what the printout / printout_pixel
+        keywords asked for, else every pixel.  An empty string for a pixel
+        outside the ROI or masked, as the reference prints nothing there."""
+        from ._job import Printout
+        if fpixel is None:
+            request = self._images.printout or (-1, -1)
+        else:
+            if spixel is None:
+                raise ValueError("printout: give both fpixel and spixel, or neither")
+            fp, sp = int(fpixel), int(spixel)
+            h, w = self.float_image.shape
+            if fp >= 0 and not (fp < w and 0 <= sp < h):
+                raise ValueError(f"printout: pixel {fp} {sp} is outside the {w} x {h} pixel detector")
+            request = (fp, sp) if fp >= 0 else (-1, -1)
+        parts: List[str] = []
+        Printout(self._images, request, parts.append).through()
+        return "".join(parts)
+
     def noise(self, seed: Optional[int] = None) -> Noise:
         """Poisson noise: Noise(image uint16, photons, overloads).  seed as -seed (None: the run's)."""
         if seed is not None:

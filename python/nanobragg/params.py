@@ -484,8 +484,9 @@ _o("-stol", "data", 1, "FILE", "1/A", "amorphous F vs sin(theta)/lambda (read an
 _o("-4stol", "data", 1, "FILE", "1/A", "as -stol with 4 sin(theta)/lambda", _stol(1e10 / 4))
 _o("-Q", "data", 1, "FILE", "1/A", "as -stol with Q = 4 pi sin(theta)/lambda", _stol(1e10 / math.pi / 4))
 _o("-stolout", "path", 1, "FILE", "", "accepted; no effect, as in the reference", _extra("stolout"))
-_o("-printout", "switch", 0, "", "", "accepted; no effect (the engine does not print pixels)", _extras(printout=True))
-_o("-printout_pixel", "ints", 2, "F S", "pixels", "accepted (must be on the detector; F < 0: all); no effect",
+_o("-printout", "switch", 0, "", "", "print every pixel's values (the reference's per-pixel dump; no 'N% done' lines)",
+   _extras(printout=True))
+_o("-printout_pixel", "ints", 2, "F S", "pixels", "-printout of pixel F S only (on the detector; F < 0: every pixel)",
    _extra("printout_pixel"))
 _o("-progress", "switch", 0, "", "", "print the reference's 'N% done' lines while rendering (default)",
    _extras(progress=True), off=_extras(progress=False))
