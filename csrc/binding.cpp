@@ -659,24 +659,24 @@ class Tracer {
         std::memset(&carry_, 0, sizeof carry_);
         carry_.pixel = -1;
     }
-    // pixels: raster indices, ascending, after those of the previous call
-    py::list trace(const py::sequence &pixel_seq) {
+    // the rendered pixels of raster indices first..end-1, after those of the previous call
+    py::list trace(long first, long end) {
         const nb_setup &s = setup_.cast<const Setup &>().s();
         const Hkl *hkl = hkl_.is_none() ? nullptr : hkl_.cast<const Hkl *>();
-        std::vector<long> wanted;
-        wanted.reserve(py::len(pixel_seq));
-        for (const py::handle &h : pixel_seq)
-            wanted.push_back((long)to_integer(h, "trace: pixel", 0, std::numeric_limits<long>::max()));
-        if (wanted.size() > (size_t)std::numeric_limits<int>::max()) throw py::value_error("trace: too many pixels");
-        std::vector<nb_pixel_trace> out(wanted.size());
+        const long total = (long)s.fpixels * s.spixels;
+        if (first < 0 || end > total || first > end)
+            throw py::value_error("trace: raster range " + std::to_string(first) + ".." + std::to_string(end) +
+                                  " is not within the " + std::to_string(total) + " pixels");
+        std::vector<nb_pixel_trace> out((size_t)(end - first));
         char err[kErrLen] = "";
-        int rc;
+        int rc, n = 0;
         {
             py::gil_scoped_release nogil;
-            rc = nb_trace_pixels(&s, hkl ? hkl->grid() : nullptr, mask_ ? mask_->data() : nullptr, fallback_,
-                                 wanted.data(), (int)wanted.size(), out.data(), &carry_, err, sizeof err);
+            rc = nb_trace_pixels(&s, hkl ? hkl->grid() : nullptr, mask_ ? mask_->data() : nullptr, fallback_, first,
+                                 end, out.data(), &n, &carry_, err, sizeof err);
         }
         if (rc != NB_OK) raise_c_error("nb_trace_pixels", err, rc);
+        out.resize((size_t)n);
         auto v3 = [](const double *v) { return py::make_tuple(v[0], v[1], v[2]); };
         py::list rows;
         for (const nb_pixel_trace &t : out) {
@@ -800,9 +800,9 @@ PYBIND11_MODULE(_core, m) {
         .def("pgm_header", &Setup::pgm_header, py::arg("scale"));
 
     py::class_<Tracer>(m, "Tracer", "The reference's -printout values, pixel by pixel in raster order")
-        .def("trace", &Tracer::trace, py::arg("pixels"),
-             "Records of the given pixels (raster indices, ascending, each rendered, after those of the "
-             "previous call): a dict per pixel (nb_pixel_trace's fields, SI units).");
+        .def("trace", &Tracer::trace, py::arg("first"), py::arg("end"),
+             "Records of the rendered pixels (inside the ROI, not masked) of raster indices first..end-1, "
+             "after those of the previous call: a dict per pixel (nb_pixel_trace's fields, SI units).");
 
     py::class_<Smv>(m, "Smv", "A parsed SMV image")
         .def_property_readonly("header", [](const Smv &s) { return decode_text(s.v().header); })

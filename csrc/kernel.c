@@ -390,20 +390,18 @@ static int trace_at(const nb_kernel_isa *isa, const nb_kernel_ctx *k, void *ws, 
 }
 
 int nb_trace_pixels(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, long fallback_pixel,
-                    const long *pixels, int n, nb_pixel_trace *out, nb_pixel_trace *carry, char *err,
+                    long first, long end, nb_pixel_trace *out, int *n_out, nb_pixel_trace *carry, char *err,
                     size_t errlen)
 {
     const long total = (long)s->fpixels * s->spixels;
-    for (int i = 0; i < n; ++i) {
-        long p = pixels[i];
-        if (p < 0 || p >= total || !nb_pixel_wanted(s, mask, (int)(p % s->fpixels), (int)(p / s->fpixels))) {
-            nb_set_error(err, errlen, "printout: pixel %ld is not rendered (outside the image, the ROI or the mask)", p);
-            return NB_EINVAL;
-        }
-        if ((i > 0 && p <= pixels[i - 1]) || (i == 0 && carry && carry->pixel >= 0 && p <= carry->pixel)) {
-            nb_set_error(err, errlen, "printout: pixels must be in ascending raster order");
-            return NB_EINVAL;
-        }
+    *n_out = 0;
+    if (first < 0 || end > total || first > end || end - first > 2147483647L) {
+        nb_set_error(err, errlen, "printout: raster range %ld..%ld is not within the %ld pixels", first, end, total);
+        return NB_EINVAL;
+    }
+    if (carry && carry->pixel >= first) {
+        nb_set_error(err, errlen, "printout: raster range %ld..%ld does not follow pixel %ld", first, end, carry->pixel);
+        return NB_EINVAL;
     }
     const nb_kernel_isa *isa;
     if (pick_kernel(&isa, err, errlen) != NB_OK) return NB_EINVAL;
@@ -420,12 +418,15 @@ int nb_trace_pixels(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, 
         nb_set_error(err, errlen, "out of memory");
         return NB_ENOMEM;
     }
-    for (int i = 0; i < n; ++i) {
+    int n = 0;
+    for (long p = first; p < end; ++p) {
+        if (!nb_pixel_wanted(s, mask, (int)(p % s->fpixels), (int)(p / s->fpixels))) continue;
+        int i = n++;
         nb_pixel_trace *t = &out[i];
         memset(t, 0, sizeof *t);
-        int missing = (NB_TRACE_STEP | NB_TRACE_F_CELL) & ~trace_at(isa, &k, ws, mask, fallback_pixel, pixels[i], t);
+        int missing = (NB_TRACE_STEP | NB_TRACE_F_CELL) & ~trace_at(isa, &k, ws, mask, fallback_pixel, p, t);
         /* what this pixel did not set, the pixels before it left */
-        long q = pixels[i];
+        long q = p;
         while (missing) {
             do --q; while (q >= 0 && !nb_pixel_wanted(s, mask, (int)(q % s->fpixels), (int)(q / s->fpixels)));
             if (q < 0) {
@@ -444,6 +445,7 @@ int nb_trace_pixels(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, 
             missing &= ~got;
         }
     }
+    *n_out = n;
     if (carry && n > 0) *carry = out[n - 1];
     isa->workspace_free(ws);
     free(o.block);

@@ -306,15 +306,16 @@ typedef struct nb_pixel_trace {
 #define NB_TRACE_STEP 1           /* hkl, hkl0, F_latt, orientation and axes */
 #define NB_TRACE_F_CELL 2
 
-/* The printout's values for the given pixels (raster indices, ascending,
- * each rendered: inside the ROI and not masked).  fallback_pixel: the
- * render's nb_stats.fallback_pixel (-1: interpolation never fell back).
- * carry (may be NULL): in, when carry->pixel >= 0, the record of a pixel
- * before pixels[0] (the last of an earlier call), so that runs of pixels
- * can be traced call by call; out, the last record.  Sums step by step on
- * one thread, whatever rendered the image. */
+/* The printout's values of the rendered pixels (inside the ROI, not
+ * masked) with raster index first <= p < end, in raster order: *n_out
+ * records in out (room for end - first).  fallback_pixel: the render's
+ * nb_stats.fallback_pixel (-1: interpolation never fell back).  carry (may
+ * be NULL): in, when carry->pixel >= 0, the record of a pixel before first
+ * (the last of an earlier call), so that a dump can go range by range; out,
+ * the last record.  Sums step by step on one thread, whatever rendered the
+ * image. */
 int nb_trace_pixels(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, long fallback_pixel,
-                    const long *pixels, int n, nb_pixel_trace *out, nb_pixel_trace *carry, char *err,
+                    long first, long end, nb_pixel_trace *out, int *n_out, nb_pixel_trace *carry, char *err,
                     size_t errlen);
 
 /* Output scaling, as the reference: only pixels inside the ROI are written. */

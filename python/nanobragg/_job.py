@@ -28,7 +28,7 @@ from .params import BANNER, DEFAULT_FILES, UsageError, normalize, params_to_fiel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the command does not load typing
-    from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 # inputs named by flags: they are read, so no output may name the same file
 _INPUT_KEYS = ("hkl", "mat", "sourcefile", "mask", "img", "stol", "pdb")
@@ -665,59 +665,37 @@ class Printout:
     """The reference's -printout lines of a render, pixel by pixel in raster
     order: every rendered pixel (request (-1, -1)) or the one named (F, S),
     printed where the reference prints them (each pixel after its steps).
-    Values a pixel's steps never set are the previous rendered pixel's, as
-    in the single-threaded reference (nb_trace_pixels)."""
+    Which pixels are rendered (ROI, mask), and the values a pixel's steps
+    never set (the previous rendered pixel's, as in the single-threaded
+    reference), are the engine's (nb_trace_pixels)."""
 
     def __init__(self, images: "Images", request: Optional[Tuple[int, int]], write: Callable[[str], None]):
         self._write = write
-        self._pending: List[int] = []
-        self._rows: Optional[Iterator[List[int]]] = None
+        self._next = self._end = 0              # raster range still to print
         if request is None:
             return
         st, setup = images.stats, images.setup
         g = setup.geometry
-        self._W, self._H, self._g = g["fpixels"], g["spixels"], g
-        self._lambda0_m, self._steps = g["lambda0_m"], setup.steps or 1
-        self._mask = None if images.mask is None else memoryview(images.mask).cast("B").cast("H")
+        self._W, self._lambda0_m, self._steps = g["fpixels"], g["lambda0_m"], setup.steps or 1
         self._image = memoryview(images.float_image).cast("B").cast("f")
         fallback = st["fallback_pixel"] if st.get("interpolation_fell_back") else -1
         self._tracer = setup.tracer(images.hkl, images.mask, fallback)
-        self._rows = self._pixels(request)
-
-    def _in_roi(self, fp: int, sp: int) -> bool:
-        g = self._g
-        return g["roi_xmin"] <= fp <= g["roi_xmax"] and g["roi_ymin"] <= sp <= g["roi_ymax"]
-
-    def _pixels(self, request: Tuple[int, int]) -> Iterator[List[int]]:
-        """The rendered pixels asked for, a row at a time (raster indices)."""
-        W, H, g, mask = self._W, self._H, self._g, self._mask
         fp, sp = request
-        if fp >= 0:
-            if 0 <= fp < W and 0 <= sp < H and self._in_roi(fp, sp) and (mask is None or mask[sp * W + fp]):
-                yield [sp * W + fp]
-            return
-        x0, x1 = max(g["roi_xmin"], 0), min(g["roi_xmax"], W - 1)
-        for row in range(max(g["roi_ymin"], 0), min(g["roi_ymax"], H - 1) + 1):
-            span = range(row * W + x0, row * W + x1 + 1)
-            yield list(span) if mask is None else [i for i in span if mask[i]]
+        if fp < 0:
+            self._end = g["fpixels"] * g["spixels"]
+        elif 0 <= fp < g["fpixels"] and 0 <= sp < g["spixels"]:
+            self._next = sp * self._W + fp
+            self._end = self._next + 1
 
     def through(self, end: Optional[int] = None) -> None:
-        """Print the pixels with raster index < end (None: all that are left)."""
-        import bisect
-        while self._rows is not None:
-            if not self._pending:
-                self._pending = next(self._rows, None)
-                if self._pending is None:
-                    self._rows = None
-                continue
-            cut = len(self._pending) if end is None else bisect.bisect_left(self._pending, end)
-            if cut == 0:
-                return
-            batch, self._pending = self._pending[:cut], self._pending[cut:]
-            for rec in self._tracer.trace(batch):
+        """Print the pixels with raster index < end (None: all that are left),
+        a detector row at a time."""
+        stop = self._end if end is None else min(end, self._end)
+        while self._next < stop:
+            upto = min(stop, (self._next // self._W + 1) * self._W)
+            for rec in self._tracer.trace(self._next, upto):
                 self._write(printout_text(rec, self._W, self._lambda0_m, self._steps, self._image[rec["pixel"]]))
-            if self._pending:
-                return
+            self._next = upto
 
 
 def run_command(params: Mapping[str, Any], write: Callable[[str], None], flush: Callable[[], None]) -> int:
