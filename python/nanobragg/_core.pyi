@@ -1,6 +1,6 @@
 """Type stubs of nanobragg._core, the compiled engine's binding (csrc/binding.cpp)."""
 
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 _BufferLike = Any  # any C-contiguous object with the buffer protocol (bytes, Buffer, numpy.ndarray)
 
@@ -56,6 +56,13 @@ class Setup:
     def noise_image(self, image: _BufferLike, seed: Optional[int] = None) -> Tuple[Buffer, float, int]: ...
     def smv_header(self) -> bytes: ...
     def pgm_header(self, scale: float) -> bytes: ...
+    def tracer(self, hkl: Optional[Hkl], mask: Optional[_BufferLike], fallback_pixel: int) -> Tracer: ...
+
+class Tracer:
+    """The reference's -printout values, pixel by pixel in raster order."""
+    def trace(self, first: int, end: int) -> List[Dict[str, Any]]:
+        """Records of the rendered pixels of raster indices first..end-1 (after the previous call's)."""
+        ...
 
 class Smv:
     """A parsed SMV image."""
