@@ -663,11 +663,10 @@ class Tracer {
     py::list trace(long first, long end) {
         const nb_setup &s = setup_.cast<const Setup &>().s();
         const Hkl *hkl = hkl_.is_none() ? nullptr : hkl_.cast<const Hkl *>();
+        // room for the range's pixels; a range off the image is the engine's error
         const long total = (long)s.fpixels * s.spixels;
-        if (first < 0 || end > total || first > end)
-            throw py::value_error("trace: raster range " + std::to_string(first) + ".." + std::to_string(end) +
-                                  " is not within the " + std::to_string(total) + " pixels");
-        std::vector<nb_pixel_trace> out((size_t)(end - first));
+        const long lo = first < 0 ? 0 : first, hi = end > total ? total : end;
+        std::vector<nb_pixel_trace> out(hi > lo ? (size_t)(hi - lo) : 0);
         char err[kErrLen] = "";
         int rc, n = 0;
         {
