@@ -299,7 +299,13 @@ def test_several_frames_per_file_same_frames(tmp_path, cluster):
         dataset.load_spec(ROTATION.replace("seed = 5", 'seed = 5\nframes_per_file = 2\noutput = "smv"'))
 
 
-def test_interrupted_cluster_run_says_one_line_and_resumes(tmp_path):
+@pytest.mark.parametrize("when, signum, message", [
+    ("midway", signal.SIGINT, "interrupted"),
+    ("midway", signal.SIGTERM, "stopped by SIGTERM"),
+    # just after the folder is prepared: dask is importing or starting the cluster
+    ("startup", signal.SIGINT, "interrupted"),
+])
+def test_stopped_cluster_run_says_one_line_and_resumes(tmp_path, when, signum, message):
     text = SLOW.replace("{output}", "nexus").replace("frames = 10", "frames = 16")
     (tmp_path / "spec.toml").write_text(text)
     spec = dataset.load_spec(text)
@@ -308,17 +314,66 @@ def test_interrupted_cluster_run_says_one_line_and_resumes(tmp_path):
                              "--workers", "2", "--no-progress"], stderr=subprocess.PIPE, text=True)
     names = [out / dataset.frame_name(spec, i) for i in range(spec.frames)]
     deadline = time.time() + 120
-    while sum(p.exists() for p in names) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    if when == "midway":
+        while sum(p.exists() for p in names) < 3 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+    else:
+        while not (out / dataset.SPEC_FILE).exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.001)
+    proc.send_signal(signum)
     err = proc.communicate(timeout=120)[1]
     present = [i for i, p in enumerate(names) if p.exists()]
-    assert proc.returncode == 130 and len(present) < spec.frames, "the run was not interrupted part-way"
-    assert err == "nanobragg-dataset: interrupted; run again with the same description to resume\n"
+    assert proc.returncode == 128 + signum and len(present) < spec.frames, "the run was not stopped part-way"
+    assert err == f"nanobragg-dataset: {message}; run again with the same description to resume\n"
     s = dataset.run(spec, out, workers=0)
     assert s.rendered == [i for i in range(spec.frames) if i not in present]
     ref = dataset.run(spec, tmp_path / "ref", workers=0)
     assert ref.ok and _files(out, spec) == _files(tmp_path / "ref", spec)
+
+
+@pytest.fixture
+def python_sigint():
+    """SIGINT with Python's own handler, whatever the test runner set."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _deliver(signum):
+    os.kill(os.getpid(), signum)
+    time.sleep(0.05)  # a handler runs in the main thread, between bytecodes
+
+
+def test_a_signal_during_a_cluster_run_waits_for_a_safe_point(python_sigint):
+    with dataset._DeferredSignals() as signals:
+        _deliver(signal.SIGINT)             # noted, not raised
+        with pytest.raises(KeyboardInterrupt):
+            signals.check()
+        signals.check()                     # raised once
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # one still pending when the run ends is raised then
+    with pytest.raises(KeyboardInterrupt):
+        with dataset._DeferredSignals():
+            _deliver(signal.SIGINT)
+    # a second one acts at once: a start-up that hangs can still be stopped
+    with pytest.raises(KeyboardInterrupt):
+        with dataset._DeferredSignals() as signals:
+            _deliver(signal.SIGINT)
+            _deliver(signal.SIGINT)
+            raise AssertionError("the second SIGINT did not act at once")
+    assert signals.pending == signal.SIGINT and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_hosts_own_sigint_handler_is_left_alone():
+    seen = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        with dataset._DeferredSignals() as signals:
+            _deliver(signal.SIGINT)
+            signals.check()
+        assert seen == [signal.SIGINT] and signals.pending is None
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_stills_whose_detectors_turn_differently_get_no_master_and_say_so(tmp_path):

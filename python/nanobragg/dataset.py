@@ -724,6 +724,57 @@ def _local_cluster_config():
     return dask.config.set(config)
 
 
+class _DeferredSignals:
+    """Ctrl-C, SIGTERM and SIGHUP, deferred to ``check()`` while dask runs.
+
+    A KeyboardInterrupt raised at an arbitrary point leaves dask's state half
+    changed: inside its start-up or tear-down the workers are half made or
+    half closed, and dask's exit hook then fails to close them, with a
+    traceback; inside a wait it can break a lock.  So a signal is only noted,
+    and raised where the run can unwind cleanly.  A second signal acts at
+    once, so that a start-up that hangs can still be stopped.  Only in the
+    main thread, and only for signals whose handler raises (Python's for
+    SIGINT, the command's for SIGTERM and SIGHUP): a host's own handler is
+    left alone."""
+
+    def __init__(self) -> None:
+        self.previous: Dict[int, Any] = {}
+        self.pending: Optional[int] = None
+
+    def __enter__(self) -> "_DeferredSignals":
+        import signal
+        from ._console import _stop
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            try:
+                if signal.getsignal(sig) in (signal.default_int_handler, _stop):
+                    self.previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread
+                break
+        return self
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.pending is None:
+            self.pending = signum
+        else:
+            self.previous[signum](signum, frame)
+
+    def check(self) -> None:
+        """Raise what the first signal's own handler raises, if one came."""
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            self.previous[signum](signum, None)
+
+    def __exit__(self, exc_type, *exc) -> None:
+        import signal
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if exc_type is None:
+            self.check()
+
+
 def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, processes, rendered, failed, bar) -> int:
     try:
         from dask.distributed import Client, LocalCluster, as_completed
@@ -731,55 +782,66 @@ def _run_dask(spec, out_dir, todo, workers, scheduler, threads, retries, process
         raise DatasetError("parallel runs need dask.distributed: pip install 'nanobragg[dataset]' "
                            "(or --workers 0 for one process)") from None
     import logging
-    cluster = None
-    if scheduler is not None:
+    with _DeferredSignals() as signals:
+        cluster = client = None
         try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as e:
-            raise DatasetError(f"cannot reach the dask scheduler at {scheduler}: {e}") from None
-    else:
-        n = workers if workers else (os.cpu_count() or 1)
-        # the workers' own logs stay quiet: a task's error comes back with its
-        # future and is reported in the summary; the scheduler's HTTP server
-        # takes a free port (8787 may be another cluster's)
-        with _local_cluster_config():
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                                   dashboard_address=":0", silence_logs=logging.CRITICAL)
-        client = Client(cluster)
-    try:
-        nworkers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
-        # a key of its own per task: a long-lived cluster must never hand back
-        # the result of an earlier run (another folder) instead of rendering
-        run_id = uuid.uuid4().hex[:12]
-        # one message for the whole batch rather than one per frame
-        submitted = client.map(write_frame, [spec] * len(todo), [out_dir] * len(todo), todo, [threads] * len(todo),
-                               key=[f"nanobragg-frame-{i + 1}-{run_id}" for i in todo], retries=retries, pure=False)
-        futures = dict(zip(submitted, todo))
-        for fut in as_completed(futures):
-            first, count = block_of(spec, futures[fut])
-            # a finished frame's small result stays on its worker: fetching
-            # it costs the client a round trip per frame, which on a small
-            # machine takes CPU from the workers
-            if fut.status == "finished":
-                rendered.extend(range(first, first + count))
-            else:  # a worker's error, after its retries (or the task was lost)
-                e = fut.exception()
-                for j in range(first, first + count):
-                    failed[j] = f"{type(e).__name__}: {e}"
-            fut.release()
-            if bar is not None:
-                bar.update(count)
-    except BaseException:
-        # interrupted (Ctrl-C) or failed: the tear-down of tasks in flight makes
-        # dask and tornado log tracebacks that say nothing to the user
-        for name in ("distributed", "tornado", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
-        raise
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return nworkers
+            if scheduler is not None:
+                try:
+                    client = Client(scheduler, timeout="20s")
+                except (OSError, TimeoutError) as e:
+                    raise DatasetError(f"cannot reach the dask scheduler at {scheduler}: {e}") from None
+            else:
+                n = workers if workers else (os.cpu_count() or 1)
+                # the workers' own logs stay quiet: a task's error comes back with
+                # its future and is reported in the summary; the scheduler's HTTP
+                # server takes a free port (8787 may be another cluster's)
+                with _local_cluster_config():
+                    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+                                           dashboard_address=":0", silence_logs=logging.CRITICAL)
+                client = Client(cluster)
+            signals.check()
+            nworkers = len(client.scheduler_info().get("workers", {})) or (workers or 1)
+            # a key of its own per task: a long-lived cluster must never hand back
+            # the result of an earlier run (another folder) instead of rendering
+            run_id = uuid.uuid4().hex[:12]
+            # one message for the whole batch rather than one per frame
+            submitted = client.map(write_frame, [spec] * len(todo), [out_dir] * len(todo), todo, [threads] * len(todo),
+                                   key=[f"nanobragg-frame-{i + 1}-{run_id}" for i in todo], retries=retries, pure=False)
+            futures = dict(zip(submitted, todo))
+            done = as_completed(futures)
+            while not done.is_empty():
+                batch = done.next_batch(block=False)
+                if not batch:  # a signal is raised here, between waits
+                    signals.check()
+                    time.sleep(0.02)
+                for fut in batch:
+                    first, count = block_of(spec, futures[fut])
+                    # a finished frame's small result stays on its worker:
+                    # fetching it costs the client a round trip per frame,
+                    # which on a small machine takes CPU from the workers
+                    if fut.status == "finished":
+                        rendered.extend(range(first, first + count))
+                    else:  # a worker's error, after its retries (or the task was lost)
+                        e = fut.exception()
+                        for j in range(first, first + count):
+                            failed[j] = f"{type(e).__name__}: {e}"
+                    fut.release()
+                    if bar is not None:
+                        bar.update(count)
+        except BaseException:
+            # interrupted (Ctrl-C) or failed: the tear-down of tasks in flight makes
+            # dask and tornado log tracebacks that say nothing to the user
+            for name in ("distributed", "tornado", "asyncio"):
+                logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+            raise
+        finally:
+            try:
+                if client is not None:
+                    client.close()
+            finally:
+                if cluster is not None:
+                    cluster.close()
+        return nworkers
 
 
 # -- command -------------------------------------------------------------------------
@@ -814,16 +876,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error("--workers: 0 or more")
     if a.threads < 0:
         p.error("--threads: 0 (all cores) or more")
+    from ._console import Stopped, _StopHandlers
     try:
-        spec = load_spec(a.spec)
-        s = run(spec, a.out, workers=a.workers, scheduler=a.scheduler, threads=a.threads, frames=a.frames,
-                progress=not a.no_progress, retries=a.retries)
+        with _StopHandlers():  # SIGTERM (a batch system's) unwinds like Ctrl-C
+            spec = load_spec(a.spec)
+            s = run(spec, a.out, workers=a.workers, scheduler=a.scheduler, threads=a.threads, frames=a.frames,
+                    progress=not a.no_progress, retries=a.retries)
     except (DatasetError, OSError) as e:
         print(f"nanobragg-dataset: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("nanobragg-dataset: interrupted; run again with the same description to resume", file=sys.stderr)
         return 130
+    except Stopped as e:
+        import signal
+        print(f"nanobragg-dataset: stopped by {signal.Signals(e.signum).name}; run again with the same "
+              "description to resume", file=sys.stderr)
+        return 128 + e.signum
     print(s.line(), file=sys.stderr)
     return 0 if s.ok else 1
 
