@@ -397,11 +397,16 @@ static int render_row(const nb_amorphous *a, int spixel, float *row, const row_b
 }
 
 int nb_amorphous_render(const nb_amorphous *a, float *image, nb_amorphous_stats *st, int nthreads,
-                        char *err, size_t errlen)
+                        nb_noise_stream *noise, char *err, size_t errlen)
 {
     const nb_setup *d = &a->det;
     double *row_omega = malloc(sizeof(double) * (size_t)d->spixels);
-    if (row_omega == NULL) { nb_set_error(err, errlen, "out of memory"); return NB_ENOMEM; }
+    unsigned char *row_done = noise ? calloc((size_t)d->spixels, 1) : NULL;
+    if (row_omega == NULL || (noise && row_done == NULL)) {
+        free(row_omega); free(row_done);
+        nb_set_error(err, errlen, "out of memory");
+        return NB_ENOMEM;
+    }
     int team = 1;
 #ifdef _OPENMP
     team = nthreads > 0 ? nthreads : omp_get_max_threads();
@@ -418,9 +423,16 @@ int nb_amorphous_render(const nb_amorphous *a, float *image, nb_amorphous_stats 
         for (int sp = 0; sp < d->spixels; sp++) {
             if (!ok || render_row(a, sp, image + (size_t)sp * (size_t)d->fpixels, &b, &row_omega[sp]) != NB_OK)
                 failed = 1;
+            if (noise) {
+                __atomic_store_n(&row_done[sp], 1, __ATOMIC_RELEASE);
+                /* the noise stream is sequential: the calling thread draws
+                 * the finished rows between its own, the others render on */
+                if (nb_calling_thread()) nb_noise_stream_follow(noise, image, row_done, d->spixels);
+            }
         }
         if (ok) free(b.dx);
     }
+    free(row_done);
     if (failed) { free(row_omega); nb_set_error(err, errlen, "out of memory"); return NB_ENOMEM; }
 
     /* statistics over the ROI in raster order, as the reference */

@@ -513,7 +513,7 @@ class Setup {
     }
 
     py::tuple render(const Hkl *hkl, const py::object &mask_obj, int threads, bool exact_threads,
-                     const py::object &progress) const {
+                     const py::object &progress, bool noise) const {
         const nb_setup &s = own_.s;
         const py::ssize_t H = s.spixels, W = s.fpixels;
         std::unique_ptr<TypedView<uint16_t>> mask;
@@ -525,9 +525,24 @@ class Setup {
         const nb_hkl *grid = hkl ? hkl->grid() : nullptr;
         PollState ps;
         ps.progress = progress;
-        nb_render_opts opts = {threads, exact_threads ? 1 : 0, poll_python, &ps};
+        // the noise image at the run's seed, drawn while the image renders
+        std::unique_ptr<Buffer> noise_img;
+        std::unique_ptr<nb_noise_stream, void (*)(nb_noise_stream *)> stream(
+            nullptr, [](nb_noise_stream *ns) { nb_noise_stream_finish(ns, nullptr, nullptr); });
+        if (noise) {
+            noise_img = make_buffer<uint16_t>({H, W});
+            stream.reset(nb_noise_stream_new(&s, s.seed, noise_img->data<uint16_t>()));
+            if (!stream) throw std::bad_alloc();
+        }
+        nb_render_opts opts = {threads, exact_threads ? 1 : 0, poll_python, &ps, stream.get()};
+        double photons = 0.0;
+        long overloads = 0;
         ps.saved = PyEval_SaveThread();
         int rc = nb_render(&s, grid, mask ? mask->data() : nullptr, image->data<float>(), &st, &opts, err, sizeof err);
+        if (rc == NB_OK && stream) {
+            nb_noise_stream_draw(stream.get(), image->data<float>(), (int)H);
+            nb_noise_stream_finish(stream.release(), &photons, &overloads);
+        }
         PyEval_RestoreThread(ps.saved);
         if (rc == NB_ECANCELLED && ps.exc_type) {
             PyErr_Restore(ps.exc_type, ps.exc_value, ps.exc_tb);
@@ -550,7 +565,11 @@ class Setup {
         stats["fallback_hkl"] = py::make_tuple(st.fallback_hkl[0], st.fallback_hkl[1], st.fallback_hkl[2]);
         stats["fallback_hkl0"] = py::make_tuple(st.fallback_hkl0[0], st.fallback_hkl0[1], st.fallback_hkl0[2]);
         stats["kernel_isa"] = st.kernel_isa;
-        return py::make_tuple(py::cast(image.release(), py::return_value_policy::take_ownership), stats);
+        py::object noise_out = py::none();
+        if (noise_img)
+            noise_out = py::make_tuple(py::cast(noise_img.release(), py::return_value_policy::take_ownership),
+                                       photons, overloads);
+        return py::make_tuple(py::cast(image.release(), py::return_value_policy::take_ownership), stats, noise_out);
     }
     py::tuple int_image(const py::object &image, double max_I) const {
         TypedView<float> in(image, pixels(), "int_image: image");
@@ -581,10 +600,12 @@ class Setup {
         auto out = make_buffer<uint16_t>(shape());
         double photons = 0.0;
         long overloads = 0;
+        int rc;
         {
             py::gil_scoped_release nogil;
-            nb_noise_image(&own_.s, in.data(), seed, out->data<uint16_t>(), &photons, &overloads);
+            rc = nb_noise_image(&own_.s, in.data(), seed, out->data<uint16_t>(), &photons, &overloads);
         }
+        if (rc != NB_OK) throw std::bad_alloc();
         return py::make_tuple(py::cast(out.release(), py::return_value_policy::take_ownership), photons, overloads);
     }
     /* The header exactly as the reference writes it: 512 bytes, or longer
@@ -785,7 +806,9 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("geometry", &Setup::geometry)
         .def("render", &Setup::render, py::arg("hkl") = py::none(), py::arg("mask") = py::none(),
              py::arg("threads") = 0, py::arg("exact_threads") = false, py::arg("progress") = py::none(),
-             "Render the float image: returns (Buffer float32 (spixels, fpixels), stats dict).  Python signal "
+             py::arg("noise") = false,
+             "Render the float image: returns (Buffer float32 (spixels, fpixels), stats dict, noise), noise "
+             "being noise_image(image) drawn during the render when noise=True, else None.  Python signal "
              "handlers run during the render; an exception from one (KeyboardInterrupt) or from "
              "progress(done, total) stops it and propagates.")
         .def("tracer", [](py::object self, py::object hkl, py::object mask, long fallback_pixel) {

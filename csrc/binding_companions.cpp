@@ -198,12 +198,20 @@ py::dict amorphous(const py::dict &kw, const py::object &table, const py::object
     long overloads = 0;
     {
         py::gil_scoped_release nogil;
-        rc = nb_amorphous_render(&own.a, image.data(), &st, nthreads, err, sizeof err);
+        /* the noise is drawn while the image renders */
+        nb_noise_stream *ns = want_noise ? nb_noise_stream_new(&d, seed, noise.data()) : NULL;
+        if (want_noise && !ns) {
+            rc = NB_ENOMEM;
+            snprintf(err, sizeof err, "out of memory for the noise image");
+        } else {
+            rc = nb_amorphous_render(&own.a, image.data(), &st, nthreads, ns, err, sizeof err);
+        }
         if (rc == NB_OK) {
+            if (ns) nb_noise_stream_draw(ns, image.data(), d.spixels);
             int_scale = nb_int_image(&d, image.data(), st.max_I, ints.data());
             if (want_pgm) pgm_scale = nb_pgm_image(&d, image.data(), int_scale, st.rmsd, pgm.data());
-            if (want_noise) nb_noise_image(&d, image.data(), seed, noise.data(), &photons, &overloads);
         }
+        nb_noise_stream_finish(ns, &photons, &overloads);
     }
     if (rc != NB_OK) raise_engine(err, rc);
     py::dict out;

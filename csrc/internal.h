@@ -6,6 +6,21 @@
 #include <stdarg.h>
 #include "nanobragg.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Is this the thread that called into the engine (OpenMP thread 0)?  Only
+ * it runs callbacks and draws a noise stream during a render. */
+static inline int nb_calling_thread(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num() == 0;
+#else
+    return 1;
+#endif
+}
+
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
 #endif
@@ -92,6 +107,7 @@ typedef struct nb_deviates {
     float pois_oldm, pois_sq, pois_alxm, pois_g;
     float *lgamma_int;            /* optional cache of ln Gamma(k+1), NAN = not yet computed */
     size_t lgamma_n;
+    int lgamma_grow;              /* 1: the cache grows to each candidate it meets */
 } nb_deviates;
 void nb_deviates_init(nb_deviates *d, nb_rng *rng, long *idum);
 /* cache ln Gamma(k+1) for k < n (the rejection method's integer candidates);

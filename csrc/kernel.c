@@ -72,15 +72,6 @@ static double wall_seconds(void)
 #endif
 }
 
-static int calling_thread(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num() == 0;
-#else
-    return 1;
-#endif
-}
-
 /* Pixels finished in raster order.  The count stops at the first pixel
  * whose interpolation fell back until the render is over, so that a front
  * end reports progress up to there, then the fall-back, then the rest: the
@@ -100,7 +91,7 @@ int nb_render_cancelled(const nb_kernel_ctx *k)
 {
     nb_render_ctl *c = k->ctl;
     if (__atomic_load_n(&c->cancel, __ATOMIC_RELAXED)) return 1;
-    if (!c->opts || !c->opts->poll || !calling_thread()) return 0;
+    if (!c->opts || !c->opts->poll || !nb_calling_thread()) return 0;
     double now = wall_seconds();
     if (now < c->next_poll_s) return 0;
     c->next_poll_s = now + NB_POLL_INTERVAL_S;
@@ -131,9 +122,11 @@ static int threads_to_use(const nb_render_opts *opts, double work_steps)
 #endif
 }
 
-/* Render rows [sp0, sp1): row sp0 from fp0 on, the others whole. */
+/* Render rows [sp0, sp1): row sp0 from fp0 on, the others whole; noise (may
+ * be NULL) follows the rows that are final (the first pass only). */
 static int render_rows(const nb_kernel_isa *isa, const nb_kernel_ctx *k, const uint16_t *mask, int sp0, int fp0,
-                       int sp1, int interp0, float *image, nb_row_result *rows, const nb_render_opts *opts)
+                       int sp1, int interp0, float *image, nb_row_result *rows, const nb_render_opts *opts,
+                       nb_noise_stream *noise)
 {
     const nb_setup *s = k->s;
     long per_pixel = (long)s->thicksteps * s->oversample * s->oversample * s->n_sources;
@@ -150,6 +143,14 @@ static int render_rows(const nb_kernel_isa *isa, const nb_kernel_ctx *k, const u
                 if (nb_render_cancelled(k)) continue;
             }
             __atomic_store_n(&k->ctl->row_done[sp], 1, __ATOMIC_RELEASE);
+            /* the noise stream is sequential: the calling thread draws the
+             * final rows between its own, the others render on.  Only up to
+             * a row whose interpolation fell back: what follows it is
+             * rendered again. */
+            if (noise && nb_calling_thread()) {
+                pixels_done_in_order(s, k->ctl);
+                nb_noise_stream_follow(noise, image, k->ctl->row_done, k->ctl->rows_done_prefix);
+            }
         }
         if (ws) isa->workspace_free(ws);
     }
@@ -290,7 +291,7 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
     ctl.next_poll_s = wall_seconds() + NB_POLL_INTERVAL_S;
     nb_kernel_ctx k = { s, hkl, &o, hkl && hkl->count > 0 && hkl->F, steps_only(), &ctl };
     int interp = s->interpolate && k.have_grid;
-    int rc = render_rows(isa, &k, mask, 0, 0, s->spixels, interp, image, rows, opts);
+    int rc = render_rows(isa, &k, mask, 0, 0, s->spixels, interp, image, rows, opts, opts ? opts->noise : NULL);
 
     /* Interpolation stays off after the first stencil that leaves the grid,
      * in raster order: re-render everything after that pixel without it. */
@@ -307,7 +308,8 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
         if (!redo) rc = NB_ENOMEM;
         else {
             for (int sp = 0; sp < s->spixels; ++sp) redo[sp].first_fallback_fp = -1;
-            rc = render_rows(isa, &k, mask, fallback_row, r->first_fallback_fp + 1, s->spixels, 0, image, redo, opts);
+            rc = render_rows(isa, &k, mask, fallback_row, r->first_fallback_fp + 1, s->spixels, 0, image, redo, opts,
+                             NULL);
             free(redo);
         }
     }

@@ -269,11 +269,17 @@ typedef struct nb_stats {
 typedef int (*nb_poll_fn)(void *ctx, long pixels_done, long pixels_total);
 #define NB_POLL_INTERVAL_S 0.02
 
+typedef struct nb_noise_stream nb_noise_stream;   /* the noise image, drawn row by row (below) */
+
 typedef struct nb_render_opts {
     int nthreads;                 /* <= 0: OpenMP's default; capped at NB_MAX_THREADS_PER_CPU per processor */
     int exact_threads;            /* non-zero: use nthreads even for an image too small to share (tests) */
     nb_poll_fn poll;              /* NULL: never called */
     void *poll_ctx;
+    /* NULL, or a stream that draws the noise image of the rows as they are
+     * final, on the calling thread while the others render; the caller
+     * draws the rest (nb_noise_stream_draw) once nb_render returns */
+    nb_noise_stream *noise;
 } nb_render_opts;
 #define NB_MAX_THREADS_PER_CPU 4
 
@@ -321,8 +327,20 @@ int nb_trace_pixels(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, 
 /* Output scaling, as the reference: only pixels inside the ROI are written. */
 double nb_int_image(const nb_setup *s, const float *image, double max_I, uint16_t *out);          /* returns scale used */
 double nb_pgm_image(const nb_setup *s, const float *image, double intfile_scale, double rmsd, unsigned char *out); /* returns scale used */
-/* Poisson noise with the reference's generator and deviates; rng copied from the setup. */
-void nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *out, double *photons, long *overloads);
+/* Poisson noise with the reference's generator and deviates; rng copied
+ * from the setup.  NB_ENOMEM if out of memory. */
+int nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *out, double *photons, long *overloads);
+/* The same image as one stream of draws in raster order, which can follow a
+ * render: nb_noise_stream_draw() draws rows up to rows_end (exclusive) of
+ * image, whose values there must be final; nb_noise_stream_follow() draws
+ * the rows that row_done (one flag per row, set with release order by the
+ * render) says are final, from the first not drawn up to rows_end;
+ * nb_noise_stream_finish() gives the totals and frees the stream.
+ * The draws do not depend on how they were split. */
+nb_noise_stream *nb_noise_stream_new(const nb_setup *s, long seed, uint16_t *out);   /* NULL: out of memory */
+void nb_noise_stream_draw(nb_noise_stream *ns, const float *image, int rows_end);
+void nb_noise_stream_follow(nb_noise_stream *ns, const float *image, const unsigned char *row_done, int rows_end);
+void nb_noise_stream_finish(nb_noise_stream *ns, double *photons, long *overloads);
 
 /* Encoders and readers of the file formats (memory only). */
 #define NB_SMV_HEADER_BYTES 512
@@ -450,8 +468,11 @@ typedef struct nb_amorphous_stats {
     double max_I, max_I_x_m, max_I_y_m, mean, rms, rmsd, omega_sum;
     long n;                       /* pixels in the ROI */
 } nb_amorphous_stats;
+/* noise (may be NULL): a stream that draws the noise image of the rows as
+ * they are finished, on the calling thread, while the others render; the
+ * caller draws what is left once the render returns. */
 int nb_amorphous_render(const nb_amorphous *a, float *image, nb_amorphous_stats *st, int nthreads,
-                        char *err, size_t errlen);
+                        nb_noise_stream *noise, char *err, size_t errlen);
 
 /* ---- adding and describing float images (float_add) -------------------- */
 typedef struct nb_float_add_params {

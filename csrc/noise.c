@@ -14,6 +14,8 @@
 #define POISSON_GAUSS_LIMIT 1.0e6
 /* below this mean count exponential waiting times directly */
 #define POISSON_DIRECT_LIMIT 12.0
+/* a growing ln Gamma cache stops at 4 M entries (16 MB) */
+#define LGAMMA_GROW_MAX 4194304.0f
 
 void nb_deviates_init(nb_deviates *d, nb_rng *rng, long *idum)
 {
@@ -25,6 +27,7 @@ void nb_deviates_init(nb_deviates *d, nb_rng *rng, long *idum)
     d->pois_sq = d->pois_alxm = d->pois_g = 0.0f;
     d->lgamma_int = NULL;
     d->lgamma_n = 0;
+    d->lgamma_grow = 0;
 }
 
 int nb_deviates_cache(nb_deviates *d, size_t n)
@@ -96,10 +99,25 @@ static float poisson_direct(nb_deviates *d, float mean)
     return count;
 }
 
+/* grow the cache to cover k (a noise image drawn while its render runs
+ * does not know its largest mean ahead); out of memory: no growth, the
+ * value is computed, the same */
+static void cache_grow(nb_deviates *d, float k)
+{
+    size_t n = (size_t)k + 64;
+    if (n < 2 * d->lgamma_n) n = 2 * d->lgamma_n;
+    float *grown = realloc(d->lgamma_int, n * sizeof *grown);
+    if (!grown) return;
+    for (size_t i = d->lgamma_n; i < n; i++) grown[i] = NAN;
+    d->lgamma_int = grown;
+    d->lgamma_n = n;
+}
+
 /* ln Gamma(k + 1) of an integral candidate k >= 0, from the cache when it
  * covers k (a float holds integers exactly below 2^24) */
 static float log_gamma_count(nb_deviates *d, float k)
 {
+    if (d->lgamma_grow && k >= (float)d->lgamma_n && k < LGAMMA_GROW_MAX) cache_grow(d, k);
     if (k < (float)d->lgamma_n) {
         size_t i = (size_t)k;
         float v = d->lgamma_int[i];
@@ -194,52 +212,94 @@ static void cache_for_means(nb_deviates *dev, double max_mean)
         nb_deviates_cache(dev, (size_t)(1.25 * max_mean) + 64);
 }
 
-void nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *out,
-                    double *photons, long *overloads)
-{
-    nb_rng rng = s->rng;             /* table as left by the misset/mosaic draws */
-    long idum = seed;
+/* The noise image is one stream of deviates in raster order; the stream
+ * can follow a render, drawing each row once every row before it is final. */
+struct nb_noise_stream {
+    const nb_setup *s;
+    uint16_t *out;
+    nb_rng rng;
+    long idum;
     nb_deviates dev;
-    nb_deviates_init(&dev, &rng, &idum);
+    nb_poisson_pre *pre;          /* a band of rows: what each deviate needs from its mean alone */
+    int band_rows, next_row;
+    double photons;
+    long overloads;
+};
 
-    /* what each pixel's deviate needs from its mean alone, computed ahead
-     * in parallel for a band of pixels at a time (a few hundred kB, not a
-     * second image); the draws themselves follow one stream in raster order */
+nb_noise_stream *nb_noise_stream_new(const nb_setup *s, long seed, uint16_t *out)
+{
+    nb_noise_stream *ns = calloc(1, sizeof *ns);
+    if (!ns) return NULL;
+    ns->s = s;
+    ns->out = out;
+    ns->rng = s->rng;             /* table as left by the misset/mosaic draws */
+    ns->idum = seed;
+    nb_deviates_init(&ns->dev, &ns->rng, &ns->idum);
+    ns->dev.lgamma_grow = 1;
+    /* bands of whole rows, about 64k pixels each (a few hundred kB, not a
+     * second image); without the buffer each deviate computes its own */
+    ns->band_rows = s->fpixels >= 65536 ? 1 : 65536 / s->fpixels;
+    size_t band = (size_t)ns->band_rows * (size_t)s->fpixels;
     size_t pixels = (size_t)s->fpixels * (size_t)s->spixels;
-    double max_mean = 0.0;
-    for (size_t i = 0; i < pixels; i++) if (image[i] > max_mean) max_mean = image[i];
-    cache_for_means(&dev, max_mean);
-    /* bands of whole rows, about 64k pixels each */
-    const int band_rows = s->fpixels >= 65536 ? 1 : 65536 / s->fpixels;
-    const size_t band = (size_t)band_rows * (size_t)s->fpixels;
-    nb_poisson_pre *pre = malloc((pixels < band ? pixels : band) * sizeof *pre);
+    ns->pre = malloc((pixels < band ? pixels : band) * sizeof *ns->pre);
+    return ns;
+}
 
-    double total = 0.0;
-    long clipped = 0;
-    for (int slow0 = 0; slow0 < s->spixels; slow0 += band_rows) {
-        int slow1 = slow0 + band_rows < s->spixels ? slow0 + band_rows : s->spixels;
+void nb_noise_stream_draw(nb_noise_stream *ns, const float *image, int rows_end)
+{
+    const nb_setup *s = ns->s;
+    if (rows_end > s->spixels) rows_end = s->spixels;
+    while (ns->next_row < rows_end) {
+        int slow0 = ns->next_row;
+        int slow1 = slow0 + ns->band_rows < rows_end ? slow0 + ns->band_rows : rows_end;
         size_t start = (size_t)slow0 * (size_t)s->fpixels, end = (size_t)slow1 * (size_t)s->fpixels;
+        nb_poisson_pre *pre = ns->pre;
         if (pre) {
-#pragma omp parallel for schedule(static) if (end - start > 16384)
+            /* in parallel when called alone; inside a render's team, on this thread */
+#pragma omp parallel for schedule(static) if (end - start > 16384 && !omp_in_parallel())
             for (long i = (long)start; i < (long)end; i++) nb_poisson_prepare(image[i], &pre[i - start]);
         }
         size_t idx = start;
         for (int slow = slow0; slow < slow1; slow++) {
             for (int fast = 0; fast < s->fpixels; fast++, idx++) {
-                if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
-                double counts = pre ? nb_poidev_prepared(&dev, image[idx], &pre[idx - start])
-                                    : nb_poidev(&dev, image[idx]);
-                total += counts;
+                if (!nb_in_roi(s, fast, slow)) { ns->out[idx] = 0; continue; }
+                double counts = pre ? nb_poidev_prepared(&ns->dev, image[idx], &pre[idx - start])
+                                    : nb_poidev(&ns->dev, image[idx]);
+                ns->photons += counts;
                 counts += s->adc_offset;
-                if (counts > 65535.0) { counts = 65535.0; ++clipped; }
-                out[idx] = to_u16_like_x86(counts);
+                if (counts > 65535.0) { counts = 65535.0; ++ns->overloads; }
+                ns->out[idx] = to_u16_like_x86(counts);
             }
         }
+        ns->next_row = slow1;
     }
-    free(pre);
-    nb_deviates_free(&dev);
-    if (photons) *photons = total;
-    if (overloads) *overloads = clipped;
+}
+
+void nb_noise_stream_follow(nb_noise_stream *ns, const float *image, const unsigned char *row_done, int rows_end)
+{
+    int end = ns->next_row;
+    while (end < rows_end && __atomic_load_n(&row_done[end], __ATOMIC_ACQUIRE)) ++end;
+    nb_noise_stream_draw(ns, image, end);
+}
+
+void nb_noise_stream_finish(nb_noise_stream *ns, double *photons, long *overloads)
+{
+    if (!ns) return;
+    if (photons) *photons = ns->photons;
+    if (overloads) *overloads = ns->overloads;
+    free(ns->pre);
+    nb_deviates_free(&ns->dev);
+    free(ns);
+}
+
+int nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *out, double *photons,
+                   long *overloads)
+{
+    nb_noise_stream *ns = nb_noise_stream_new(s, seed, out);
+    if (!ns) return NB_ENOMEM;
+    nb_noise_stream_draw(ns, image, s->spixels);
+    nb_noise_stream_finish(ns, photons, overloads);
+    return NB_OK;
 }
 
 void nb_deviates_cache_for(nb_deviates *dev, double max_mean) { cache_for_means(dev, max_mean); }

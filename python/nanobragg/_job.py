@@ -346,14 +346,17 @@ class Job:
 
     # -- running ---------------------------------------------------------------
 
-    def render(self, progress: Optional[Callable[[int, int], Any]] = None) -> "Images":
-        """Render the float image.  A signal handler that raises
+    def render(self, progress: Optional[Callable[[int, int], Any]] = None, noise: bool = False) -> "Images":
+        """Render the float image.  noise: also draw the noise image at the
+        run's seed, while the image renders (the same image as
+        Images.noise_image() draws after).  A signal handler that raises
         (KeyboardInterrupt) or an exception from progress(done, total) stops
         the render and propagates."""
-        image, stats = self.setup.render(hkl=self.hkl, mask=self.mask, threads=self.threads,
-                                         exact_threads=_exact_threads(), progress=progress)
+        image, stats, noise_image = self.setup.render(hkl=self.hkl, mask=self.mask, threads=self.threads,
+                                                      exact_threads=_exact_threads(), progress=progress, noise=noise)
         _check_image(stats, self.fields, self._name)
-        return Images(self.setup, image, stats, hkl=self.hkl, mask=self.mask, printout=printout_request(self.extras))
+        return Images(self.setup, image, stats, hkl=self.hkl, mask=self.mask, printout=printout_request(self.extras),
+                      noise=noise_image)
 
     def log_lines(self) -> List[str]:
         """The reference's setup messages: the engine's log with the front end's
@@ -493,7 +496,9 @@ class Images:
     once on first use (engine buffers, viewable with numpy.asarray)."""
 
     def __init__(self, setup, image, stats: Mapping[str, Any], hkl: Any = None, mask: Any = None,
-                 printout: Optional[Tuple[int, int]] = None):
+                 printout: Optional[Tuple[int, int]] = None, noise: Optional[Tuple[Any, float, int]] = None):
+        """noise: the noise image at the run's seed, drawn with the render
+        (what noise_image() would draw), or None."""
         self.setup = setup
         self.float_image = image
         self.hkl, self.mask = hkl, mask        # what rendered it, for -printout
@@ -506,6 +511,9 @@ class Images:
         s["pixels"] = setup.fpixels * setup.spixels
         self.stats: Dict[str, Any] = s
         self._cache: Dict[Any, Any] = {}
+        if noise is not None:
+            img, photons, overloads = noise
+            self._cache[("noise", None)] = (img, float(photons), int(overloads))
 
     def _cached(self, key, make):
         if key not in self._cache:
@@ -721,7 +729,8 @@ def run_command(params: Mapping[str, Any], write: Callable[[str], None], flush: 
     # progress lines while the image renders, from the engine's poll: the
     # count stops at an interpolation fall-back, whose warning comes next
     meter = _reference_meter(job, say)
-    images = job.render(progress=None if meter is None else _flushing(meter.update, flush))
+    images = job.render(progress=None if meter is None else _flushing(meter.update, flush),
+                        noise="noisefile" in files)
     st = images.stats
     # -printout: the lines of each pixel after its steps, so the pixels
     # before an interpolation fall-back come before its warning
