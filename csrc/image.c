@@ -12,6 +12,8 @@
 /* the PGM maps 5 rms deviations onto 250 grey levels */
 #define PGM_LEVELS 250.0
 #define PGM_SIGMAS 5.0
+/* below this many pixels a second thread costs more than it saves */
+#define PARALLEL_PIXELS 262144L
 
 /* (unsigned short)/(unsigned char) of a floating value as x86-64 does it:
  * truncate to a 32-bit int (NaN and out-of-range give INT_MIN) and keep the
@@ -29,8 +31,10 @@ double nb_int_image(const nb_setup *s, const float *image, double max_I, uint16_
         scale = 1.0;
         if (max_I > 0.0) scale = INT_AUTO_FULL_SCALE / max_I;
     }
-    size_t idx = 0;
+    /* every pixel on its own: rows in parallel on a big image */
+#pragma omp parallel for schedule(static) if ((long)s->spixels * s->fpixels > PARALLEL_PIXELS)
     for (int slow = 0; slow < s->spixels; slow++) {
+        size_t idx = (size_t)slow * (size_t)s->fpixels;
         for (int fast = 0; fast < s->fpixels; fast++, idx++) {
             if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
             double adu = image[idx] * scale + s->adc_offset;
@@ -51,8 +55,9 @@ double nb_pgm_image(const nb_setup *s, const float *image, double intfile_scale,
         scale = intfile_scale;
         if (rmsd > 0.0) scale = PGM_LEVELS / (PGM_SIGMAS * rmsd);
     }
-    size_t idx = 0;
+#pragma omp parallel for schedule(static) if ((long)s->spixels * s->fpixels > PARALLEL_PIXELS)
     for (int slow = 0; slow < s->spixels; slow++) {
+        size_t idx = (size_t)slow * (size_t)s->fpixels;
         for (int fast = 0; fast < s->fpixels; fast++, idx++) {
             if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
             double grey = image[idx] * scale;
