@@ -206,7 +206,7 @@ static uint16_t to_u16_like_x86(double v)
 }
 
 /* cache ln Gamma for integer candidates up to a bit past the largest mean */
-static void cache_for_means(nb_deviates *dev, double max_mean)
+void nb_deviates_cache_for(nb_deviates *dev, double max_mean)
 {
     if (max_mean >= POISSON_DIRECT_LIMIT && max_mean <= POISSON_GAUSS_LIMIT)
         nb_deviates_cache(dev, (size_t)(1.25 * max_mean) + 64);
@@ -302,4 +302,3 @@ int nb_noise_image(const nb_setup *s, const float *image, long seed, uint16_t *o
     return NB_OK;
 }
 
-void nb_deviates_cache_for(nb_deviates *dev, double max_mean) { cache_for_means(dev, max_mean); }
