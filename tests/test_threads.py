@@ -4,8 +4,6 @@ OMP_NUM_THREADS=1 and =2 and require byte-identical output files.
 NANOBRAGG_EXACT_THREADS=1 makes the engine use the requested threads even
 for these small images (it would otherwise render them on one thread, and
 the comparison could not fail)."""
-import os
-
 import numpy as np
 import pytest
 
@@ -43,7 +41,7 @@ def test_thread_count_does_not_change_outputs(case_id, isa, tmp_path):
     {},                                                         # N=2 interpolates, falls back: rows are redone
     {"interpolate": False, "roi": (3, 50, 5, 40), "adc": 7},    # rows outside the ROI, an offset
 ])
-def test_noise_drawn_during_the_render_is_the_noise_drawn_after(extra):
+def test_noise_drawn_during_the_render_is_the_noise_drawn_after(extra, monkeypatch):
     """The command draws its noise image while the image renders (the
     calling thread between its rows); it must be the image noise_image()
     draws from the finished render, whatever the thread count."""
@@ -51,16 +49,13 @@ def test_noise_drawn_during_the_render_is_the_noise_drawn_after(extra):
     # interp_fallback_midimage's crystal and grid
     params = dict(cell=(60, 60, 60, 90, 90, 90), hkl=str(goldenlib.INPUTS / "small.hkl"), N=2,
                   wavelength=1, distance=100, detpixels=64, pixel=0.2, seed=5, misset=(5, 10, 15), **extra)
+    monkeypatch.setenv("NANOBRAGG_EXACT_THREADS", "1")
     after = None
     for threads in (1, 2, 3):
-        os.environ["NANOBRAGG_EXACT_THREADS"] = "1"
-        try:
-            job = _job.Job(dict(params, threads=threads))
-            images = job.render(noise=True)
-            drawn = images.noise_image()
-            again = _job.Images(job.setup, images.float_image, images.stats).noise_image()
-        finally:
-            del os.environ["NANOBRAGG_EXACT_THREADS"]
+        job = _job.Job(dict(params, threads=threads))
+        images = job.render(noise=True)
+        drawn = images.noise_image()
+        again = _job.Images(job.setup, images.float_image, images.stats).noise_image()
         assert images.stats["interpolation_fell_back"] == ("interpolate" not in extra)
         np.testing.assert_array_equal(np.asarray(drawn[0]), np.asarray(again[0]))
         assert drawn[1:] == again[1:] and drawn[1] > 0
