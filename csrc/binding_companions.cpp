@@ -311,8 +311,8 @@ py::dict float_add(const py::bytes &a_bytes, const py::object &b_obj, const py::
     if (st.hist)
         for (long k = 0; k <= st.hist_bins; k++)
             if (st.hist[k] > 0) hist.append(py::make_tuple((double)(st.hist_binsize * (float)k), st.hist[k]));
+    d["histogram"] = st.hist ? py::object(hist) : py::object(py::none());
     nb_float_add_stats_free(&st);
-    d["histogram"] = hist;
     return d;
 }
 

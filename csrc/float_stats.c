@@ -187,13 +187,20 @@ int nb_float_add(const nb_float_add_params *p, const float *a, const float *b, f
     st->max = max;
     st->min = min;
 
+    /* the reference keeps the bin count in an int: a NaN, infinite or
+     * larger count becomes INT_MIN there, its allocation fails and no
+     * histogram is printed (hist stays NULL) */
+    double hist_count = 0.0;
     if (p->histogram) {
         float size = p->binsize;
         if (size <= 0) size = (float)(st->rmsd / 3.0);
         if (size <= 0) size = 1.0f;
         st->hist_binsize = size;
-        double nb = ceil((max - min + 2) / size);
-        long bins = nb > HIST_MAX_BINS ? HIST_MAX_BINS : (nb >= 0 ? (long)nb : 0);
+        hist_count = ceil((max - min + 2) / size);
+    }
+    if (p->histogram && hist_count >= 0 && hist_count < 2147483648.0) {
+        float size = st->hist_binsize;
+        long bins = hist_count > HIST_MAX_BINS ? HIST_MAX_BINS : (long)hist_count;
         st->hist = calloc((size_t)bins + 1, sizeof *st->hist);
         if (st->hist == NULL) {
             free(med); free(invalid);

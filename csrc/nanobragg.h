@@ -492,7 +492,8 @@ typedef struct nb_float_add_stats {
     /* histogram */
     float hist_binsize;
     long hist_bins, hist_dropped;
-    unsigned long *hist;          /* hist_bins + 1 counts; nb_float_add_stats_free() */
+    unsigned long *hist;          /* hist_bins + 1 counts; nb_float_add_stats_free(); NULL when
+                                   * the bin count is not an int (the reference then prints none) */
     /* outlier rejection */
     float median, mad, median_max, median_min;
     long n_median, n_mean;

@@ -205,3 +205,17 @@ def test_psf_large_automatic_fiber_radius():
     n = r.noiseless
     assert n[100, 100] < 1e4 and n[100, 101] > n[100, 110] > 0
     assert n[2, 150] < 1e4 and n[0, 150] > n[10, 150] > 0
+
+
+@pytest.mark.parametrize("binsize, printed", [("1e-3", True), ("1e-7", False)])
+def test_float_add_histogram_too_many_bins(tmp_path, binsize, printed):
+    """The reference keeps float_add's bin count in an int.  ramp.bin (0 to
+    6143) in bins of 1e-3 is 6.1 M bins, clipped to 100000: the reference
+    writes past them and crashes, we print them (docs/differences.md).  In
+    bins of 1e-7 it is 6e10, past int: the reference's allocation fails and
+    it prints no histogram, and neither do we (a warning on stderr)."""
+    shutil.copyfile(INPUTS / "ramp.bin", tmp_path / "ramp.bin")
+    p = run("float_add", ["ramp.bin", "-histogram", "-bin", binsize], tmp_path)
+    assert ("histogram:" in p.stdout.splitlines()) == printed
+    assert ("no histogram" in p.stderr) == (not printed)
+    assert (tmp_path / "output.bin").stat().st_size == 6144 * 4

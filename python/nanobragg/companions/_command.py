@@ -19,7 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the commands do not load typing
     from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .._console import run_guarded, say
+from .._console import flush, run_guarded, say
 from .._io import check_distinct_outputs as check_distinct, read_input
 from ..params import UsageError, _token_value
 

@@ -106,7 +106,12 @@ def _run(argv: List[str]) -> int:
     del a, b
     C.say("xy lsq scale= %g offset= %g" % (r["xy_scale"], r["xy_offset"]))
     C.say("yx lsq scale= %g offset= %g" % (r["yx_scale"], r["yx_offset"]))
-    if p["histogram"]:
+    if p["histogram"] and r["histogram"] is None:
+        # on stderr, as the reference's perror: stdout stays the reference's
+        C.flush()
+        sys.stderr.write("float_add: warning: no histogram: %g-wide bins from %g to %g cannot be counted\n"
+                         % (r["hist_binsize"], r["min"], r["max"]))
+    elif p["histogram"]:
         if r["hist_dropped"]:
             C.say("WARNING: %d values beyond the last of 100000 histogram bins are not counted" % r["hist_dropped"])
         C.say("histogram:")
