@@ -77,7 +77,7 @@ class Combination:
     # ---------------------------------------------------------- nonBragg --
     def _draw_nonBragg(self, rnd):
         a, maybe = self.args, (lambda p: rnd.random() < p)
-        table = rnd.choice(["water.stol", "air.stol", "unity.stol"])
+        table = rnd.choice(["water.stol", "air.stol", "unity.stol", "ice.stol"])
         a += [rnd.choice(["-stol", "-stol", "-4stol", "-Q"]), table]
         self.inputs.append(table)
         pixel = rnd.choice([0.05, 0.1, 0.172, 0.2, 0.3])
@@ -88,9 +88,12 @@ class Combination:
         elif maybe(0.5):
             nx, ny = rnd.randint(16, 96), rnd.randint(16, 96)
             a += ["-detpixels_x", str(nx), "-detpixels_y", str(ny)]
-        else:
+        elif maybe(0.5):
             nx = ny = rnd.randint(16, 96)
             a += ["-detsize", _f(nx * pixel * rnd.uniform(0.95, 1.05))]
+        else:
+            nx, ny = rnd.randint(16, 96), rnd.randint(16, 96)
+            a += ["-detsize_x", _f(nx * pixel), "-detsize_y", _f(ny * pixel)]
         a += ["-pixel", _f(pixel)]
         if maybe(0.5):
             a += [rnd.choice(["-lambda", "-wave"]), _f(rnd.uniform(0.6, 2.0))]
@@ -114,8 +117,16 @@ class Combination:
         for ax in ("x", "y", "z"):
             if maybe(0.2):
                 a += [f"-detector_rot{ax}", _f(rnd.uniform(-20, 20))]
-        if maybe(0.2):
+        if maybe(0.1):
+            # the axis also sets -twotheta to its first number: a -twotheta follows
+            a += ["-twotheta_axis"] + rnd.choice([["0", "1", "0"], ["0", "0", "1"], ["0", "-1", "0"]])
             a += ["-twotheta", _f(rnd.uniform(-30, 30))]
+        elif maybe(0.2):
+            a += ["-twotheta", _f(rnd.uniform(-30, 30))]
+        if maybe(0.1):
+            a += ["-fdet_vector", "0", "0", "1", "-sdet_vector"] + rnd.choice([["0", "-1", "0"], ["0", "1", "0"]])
+        if maybe(0.05):
+            a += ["-beam_vector", "1", _f(rnd.uniform(-0.05, 0.05)), "0"]
         if maybe(0.1):
             a += ["-curved_det"]
         if maybe(0.15):
@@ -193,7 +204,7 @@ class Combination:
         if noise:
             a += ["-noisefile", "noise.img"]
             self.outputs["noise.img"] = "noise"
-        self.signed = fmap or table == "unity.stol" and "-polar" in a
+        self.signed = fmap or table == "ice.stol" or table == "unity.stol" and "-polar" in a
 
     # ----------------------------------------------------------- noisify --
     def _draw_noisify(self, rnd):
@@ -301,11 +312,16 @@ def _run(command, combo, folder):
 
 
 def compare(combo, reference_dir=REFERENCE_DIR):
-    """Every problem of ours against the reference for one combination ([] = match)."""
+    """Every problem of ours against the reference for one combination ([] =
+    match), or None when the reference crashed (float_add -normalize
+    -histogram can need more than its 100000 bins and write past them: no
+    verdict, docs/differences.md)."""
     work = Path(tempfile.mkdtemp(prefix="nbcdiff-"))
     try:
         ref = _run([os.path.join(reference_dir, combo.program)], combo, work / "ref")
         ours = _run(cg.command(combo.program), combo, work / "ours")
+        if ref.returncode < 0 and combo.program == "float_add" and "-histogram" in combo.args:
+            return None
         if ref.returncode != 0:
             return [f"the reference failed ({ref.returncode}): {ref.stdout.decode(errors='replace')[-200:]}"]
         if ours.returncode != 0:
@@ -360,7 +376,7 @@ def test_generator_is_deterministic_and_covers_the_options():
     seen = {(c.program, t) for c in combos for t in c.args if t.startswith("-") and not _is_number(t)}
     wanted = {"nonBragg": ["-stol", "-4stol", "-Q", "-detpixels_x", "-detsize", "-energy", "-close_distance",
                            "-Xclose", "-ORGX", "-pivot", "-detector_rotz", "-twotheta", "-curved_det",
-                           "-point_pixel", "-oversample", "-sourcefile", "-divsteps", "-hdivstep", "-square_div",
+                           "-point_pixel", "-oversample", "-twotheta_axis", "-sdet_vector", "-detsize_y", "-sourcefile", "-divsteps", "-hdivstep", "-square_div",
                            "-dispsteps", "-samplesize", "-MW", "-molecules", "-flux", "-fluence", "-nopolar",
                            "-polar_vector", "-roi", "-Fmap", "-scale", "-pgmscale", "-nonoise"],
               "noisify": ["-bin", "-header", "-detpixels_x", "-fluence", "-gain", "-adc", "-readnoise", "-flicker",
@@ -388,7 +404,7 @@ def test_random_combinations_match_the_reference():
     for i in range(CASES):
         combo = draw(i)
         problems = compare(combo)
-        if problems:
+        if problems:               # None: the reference crashed, no verdict
             failures.append(f"{combo!r}\n    " + "\n    ".join(problems))
     assert not failures, f"{len(failures)} of {CASES} combinations differ:\n" + "\n".join(failures[:10])
 
@@ -406,14 +422,17 @@ def main(argv=None) -> int:
         return 2
     from concurrent.futures import ThreadPoolExecutor
     combos = [draw(i, args.seed) for i in range(args.start, args.start + args.cases)]
-    bad = 0
+    bad = crashed = 0
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for combo, problems in zip(combos, pool.map(compare, combos)):
-            if problems:
+            if problems is None:
+                crashed += 1
+                print(f"REFERENCE CRASHED {combo!r}", flush=True)
+            elif problems:
                 bad += 1
                 print(f"MISMATCH {combo!r}\n    " + "\n    ".join(problems), flush=True)
-    print(f"{args.cases - bad} of {args.cases} combinations match the reference (seed {args.seed}, "
-          f"from {args.start})")
+    print(f"{args.cases - bad - crashed} of {args.cases - crashed} combinations match the reference (seed "
+          f"{args.seed}, from {args.start}; the reference crashed on {crashed} more)")
     return 1 if bad else 0
 
 
