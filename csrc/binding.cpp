@@ -513,7 +513,7 @@ class Setup {
     }
 
     py::tuple render(const Hkl *hkl, const py::object &mask_obj, int threads, bool exact_threads,
-                     const py::object &progress, bool noise) const {
+                     const py::object &progress, bool noise, bool skip_negligible) const {
         const nb_setup &s = own_.s;
         const py::ssize_t H = s.spixels, W = s.fpixels;
         std::unique_ptr<TypedView<uint16_t>> mask;
@@ -534,7 +534,7 @@ class Setup {
             stream.reset(nb_noise_stream_new(&s, s.seed, noise_img->data<uint16_t>()));
             if (!stream) throw std::bad_alloc();
         }
-        nb_render_opts opts = {threads, exact_threads ? 1 : 0, poll_python, &ps, stream.get()};
+        nb_render_opts opts = {threads, exact_threads ? 1 : 0, poll_python, &ps, stream.get(), skip_negligible ? 1 : 0};
         double photons = 0.0;
         long overloads = 0;
         ps.saved = PyEval_SaveThread();
@@ -565,6 +565,7 @@ class Setup {
         stats["fallback_hkl"] = py::make_tuple(st.fallback_hkl[0], st.fallback_hkl[1], st.fallback_hkl[2]);
         stats["fallback_hkl0"] = py::make_tuple(st.fallback_hkl0[0], st.fallback_hkl0[1], st.fallback_hkl0[2]);
         stats["kernel_isa"] = st.kernel_isa;
+        stats["pixels_skipped"] = st.pixels_skipped;
         py::object noise_out = py::none();
         if (noise_img)
             noise_out = py::make_tuple(py::cast(noise_img.release(), py::return_value_policy::take_ownership),
@@ -806,9 +807,11 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("geometry", &Setup::geometry)
         .def("render", &Setup::render, py::arg("hkl") = py::none(), py::arg("mask") = py::none(),
              py::arg("threads") = 0, py::arg("exact_threads") = false, py::arg("progress") = py::none(),
-             py::arg("noise") = false,
+             py::arg("noise") = false, py::arg("skip_negligible") = false,
              "Render the float image: returns (Buffer float32 (spixels, fpixels), stats dict, noise), noise "
-             "being noise_image(image) drawn during the render when noise=True, else None.  Python signal "
+             "being noise_image(image) drawn during the render when noise=True, else None.  skip_negligible: "
+             "skip the pixels whose lattice sum provably stays below NB_SKIP_FRACTION of the peak "
+             "(docs/skipping.md; ignored with noise=True).  Python signal "
              "handlers run during the render; an exception from one (KeyboardInterrupt) or from "
              "progress(done, total) stops it and propagates.")
         .def("tracer", [](py::object self, py::object hkl, py::object mask, long fallback_pixel) {

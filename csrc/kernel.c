@@ -59,6 +59,8 @@ struct nb_render_ctl {
     long fallback_at;             /* thread 0 only: raster index of the first interpolation fall-back, or -1 */
     unsigned char *row_done;      /* spixels flags, set once a row is finished */
     const nb_row_result *rows;    /* the first pass's per-row results */
+    int staged;                   /* rows come in stages (skipping): progress counts the rows done */
+    int rows_done;                /* __atomic: rows finished, when staged */
 };
 
 static double wall_seconds(void)
@@ -78,6 +80,7 @@ static double wall_seconds(void)
  * order in which the reference prints them. */
 static long pixels_done_in_order(const nb_setup *s, nb_render_ctl *c)
 {
+    if (c->staged) return (long)__atomic_load_n(&c->rows_done, __ATOMIC_RELAXED) * s->fpixels;
     while (c->fallback_at < 0 && c->rows_done_prefix < s->spixels &&
            __atomic_load_n(&c->row_done[c->rows_done_prefix], __ATOMIC_ACQUIRE)) {
         int fp = c->rows[c->rows_done_prefix].first_fallback_fp;
@@ -122,6 +125,18 @@ static int threads_to_use(const nb_render_opts *opts, double work_steps)
 #endif
 }
 
+/* does row sp hold a pixel the redo pass sums? (skip_code is
+ * NB_SKIP_SUMMED, below every redo code, for every pixel summed or not
+ * wanted) */
+static int row_has_redo(const nb_kernel_ctx *k, int sp)
+{
+    const signed char *c = k->skip_code + (size_t)sp * k->s->fpixels;
+    const signed char limit = k->redo_code[nb_stage_of_row(sp)];
+    int any = 0;
+    for (int fp = 0; fp < k->s->fpixels; ++fp) any |= c[fp] > limit;
+    return any;
+}
+
 /* Render rows [sp0, sp1): row sp0 from fp0 on, the others whole; noise (may
  * be NULL) follows the rows that are final (the first pass only). */
 static int render_rows(const nb_kernel_isa *isa, const nb_kernel_ctx *k, const uint16_t *mask, int sp0, int fp0,
@@ -138,11 +153,17 @@ static int render_rows(const nb_kernel_isa *isa, const nb_kernel_ctx *k, const u
         if (!ws) failed = 1;
 #pragma omp for schedule(dynamic, 1)
         for (int sp = sp0; sp < sp1; ++sp) {
+            if (k->pass == NB_PASS_PROBE && !nb_probed(sp)) continue;
+            if (!nb_row_in_stage(sp, k->stage)) continue;
+            if (k->pass == NB_PASS_REDO && !row_has_redo(k, sp)) continue;
             if (ws && nb_in_roi(s, s->roi_xmin, sp)) {   /* the row crosses the ROI */
                 isa->render_row(k, ws, mask, sp, sp == sp0 ? fp0 : 0, interp0, image, &rows[sp]);
                 if (nb_render_cancelled(k)) continue;
             }
+            /* the passes before and after the skip pass leave no row final */
+            if (k->pass == NB_PASS_PROBE || k->pass == NB_PASS_REDO) continue;
             __atomic_store_n(&k->ctl->row_done[sp], 1, __ATOMIC_RELEASE);
+            __atomic_add_fetch(&k->ctl->rows_done, 1, __ATOMIC_RELAXED);
             /* the noise stream is sequential: the calling thread draws the
              * final rows between its own, the others render on.  Only up to
              * a row whose interpolation fell back: what follows it is
@@ -156,6 +177,126 @@ static int render_rows(const nb_kernel_isa *isa, const nb_kernel_ctx *k, const u
     }
     if (failed) return NB_ENOMEM;
     return __atomic_load_n(&k->ctl->cancel, __ATOMIC_RELAXED) ? NB_ECANCELLED : NB_OK;
+}
+
+/* the largest pixel of the rows of a stage (NaN ignored): every pixel so
+ * far is a lower bound of its full sum, so the largest is a lower bound of
+ * the peak; a maximum depends neither on the order nor on the team */
+static double stage_peak(const nb_setup *s, const float *image, int stage)
+{
+    float peak = 0.0f;
+#pragma omp parallel for reduction(max : peak) schedule(static) if ((double)s->fpixels * s->spixels > 1e6)
+    for (int sp = 0; sp < s->spixels; ++sp) {
+        if (!nb_row_in_stage(sp, stage)) continue;
+        const float *row = image + (size_t)sp * s->fpixels;
+        for (int fp = 0; fp < s->fpixels; ++fp) peak = row[fp] > peak ? row[fp] : peak;
+    }
+    return peak;
+}
+
+/* How far above the peak known so far each stage guesses the true one: a
+ * guess too high costs a larger redo pass, never a wrong pixel.  The first
+ * stage knows the probe alone, which misses the cores of sharp spots (on
+ * pilatus6m its peak is 1/70 of the true one); each later one knows more
+ * whole rows. */
+static const double skip_guess[NB_STAGE_LAST + 1] = { 0.0, 64.0, 1.0 };
+
+/* Is skipping worth its cost?  A pixel's bound costs about what one step
+ * of each orientation block costs, the bookkeeping about one more; a
+ * skipped pixel saves all its steps.  skippable: the fraction of the first
+ * stage's pixels the second would skip. */
+static int skipping_pays(double skippable, const nb_orientations *o, const nb_skip_tables *t)
+{
+    return skippable * o->n > 2.0 * (t->n_blocks + 1);
+}
+
+/* the largest code whose bound (with room for the rounding of bound / tau)
+ * stays within limit */
+static signed char redo_code_for(double tau, double limit)
+{
+    signed char code = NB_SKIP_SUMMED;
+    for (int c = NB_SKIP_TINY; c <= 0; c = c == NB_SKIP_TINY ? 8 * NB_SKIP_MIN_EXPONENT : c + 1) {
+        if (!(nb_skip_code_bound(c) * tau * (1.0 + 1e-9) <= limit)) break;
+        code = (signed char)c;
+    }
+    return code;
+}
+
+/* A render that skips (docs/skipping.md).  The probe sums one pixel in 64
+ * in full: their largest is a lower bound of the peak.  The skip pass
+ * takes the rows in two stages; each skips a pixel whose bound is within
+ * NB_SKIP_FRACTION of a guess of the peak from what is known before it, and
+ * keeps its bound.  The first stage's bounds say whether skipping pays for
+ * the second (if not, that one sums every pixel).  The redo pass sums the
+ * skipped pixels whose bound exceeds NB_SKIP_FRACTION of the peak now
+ * known (a lower bound of the true one).  Every decision depends on a
+ * pixel's own values and on maxima over whole passes: the image does not
+ * depend on the thread count. */
+static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uint16_t *mask, float *image,
+                           nb_row_result *rows, const nb_render_opts *opts, long *skipped)
+{
+    const nb_setup *s = k->s;
+    const size_t pixels = (size_t)s->fpixels * s->spixels;
+    const size_t first_cells = (size_t)(s->spixels / 8 + 1) * (size_t)s->fpixels;
+    nb_row_result *scratch = calloc((size_t)s->spixels, sizeof *scratch);
+    double stage_tau[NB_STAGE_LAST + 1] = { 0.0 };
+    k->skip_code = malloc(pixels);
+    k->first_stage_bound = malloc(first_cells * sizeof *k->first_stage_bound);
+    int rc = scratch && k->skip_code && k->first_stage_bound ? NB_OK : NB_ENOMEM;
+    *skipped = 0;
+    k->ctl->staged = 1;
+    double peak = 0.0;
+    if (rc == NB_OK) {
+        for (size_t i = 0; i < first_cells; ++i) k->first_stage_bound[i] = NAN;
+        memset(k->skip_code, (unsigned char)NB_SKIP_SUMMED, pixels);
+        k->pass = NB_PASS_PROBE;
+        rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, scratch, opts, NULL);
+        peak = stage_peak(s, image, NB_STAGE_ALL);
+    }
+    if (rc == NB_OK) {
+        k->skip_tau = stage_tau[NB_STAGE_FIRST] = skip_guess[NB_STAGE_FIRST] * NB_SKIP_FRACTION * peak;
+        k->pass = NB_PASS_SKIP;
+        k->stage = NB_STAGE_FIRST;
+        rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, rows, opts, NULL);
+        double p = stage_peak(s, image, NB_STAGE_FIRST);
+        if (p > peak) peak = p;
+    }
+    if (rc == NB_OK) {
+        double tau = skip_guess[NB_STAGE_LAST] * NB_SKIP_FRACTION * peak;
+        long wanted = 0, below = 0;
+        for (size_t i = 0; i < first_cells; ++i) {
+            wanted += !isnan(k->first_stage_bound[i]);
+            below += k->first_stage_bound[i] <= tau;
+        }
+        int pays = wanted > 0 && skipping_pays((double)below / (double)wanted, k->o, k->skip);
+        free(k->first_stage_bound);
+        k->first_stage_bound = NULL;
+        k->skip_tau = stage_tau[NB_STAGE_LAST] = pays ? tau : 0.0;
+        k->pass = pays ? NB_PASS_SKIP : NB_PASS_ALL;
+        k->stage = NB_STAGE_LAST;
+        rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, rows, opts, NULL);
+        double p = stage_peak(s, image, NB_STAGE_LAST);
+        if (p > peak) peak = p;
+    }
+    if (rc == NB_OK) {
+        double limit = NB_SKIP_FRACTION * peak;
+        for (int stage = NB_STAGE_FIRST; stage <= NB_STAGE_LAST; ++stage)
+            k->redo_code[stage] = redo_code_for(stage_tau[stage], limit);
+        k->pass = NB_PASS_REDO;
+        k->stage = NB_STAGE_ALL;
+        memset(scratch, 0, (size_t)s->spixels * sizeof *scratch);
+        rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, scratch, opts, NULL);
+    }
+    if (k->skip_code)
+        for (size_t i = 0; i < pixels; ++i) *skipped += k->skip_code[i] != NB_SKIP_SUMMED;
+    free(scratch);
+    free(k->first_stage_bound);
+    free(k->skip_code);
+    k->first_stage_bound = NULL;
+    k->skip_code = NULL;
+    k->pass = NB_PASS_ALL;
+    k->stage = NB_STAGE_ALL;
+    return rc;
 }
 
 /* NANOBRAGG_KERNEL_PATH=steps renders every pixel step by step in the
@@ -291,7 +432,21 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
     ctl.next_poll_s = wall_seconds() + NB_POLL_INTERVAL_S;
     nb_kernel_ctx k = { s, hkl, &o, hkl && hkl->count > 0 && hkl->F, steps_only(), &ctl };
     int interp = s->interpolate && k.have_grid;
-    int rc = render_rows(isa, &k, mask, 0, 0, s->spixels, interp, image, rows, opts, opts ? opts->noise : NULL);
+    int rc;
+    nb_skip_tables skip;
+    int skipping = opts && opts->skip_negligible && !opts->noise && !interp && !k.steps_only &&
+                   nb_skip_tables_build(s, hkl, k.have_grid, &o, &skip) == NB_OK;
+    if (skipping && !skipping_pays(1.0, &o, &skip)) {     /* too few steps, whatever it skips */
+        nb_skip_tables_free(&skip);
+        skipping = 0;
+    }
+    if (skipping) {
+        k.skip = &skip;
+        rc = render_skipping(isa, &k, mask, image, rows, opts, &stats->pixels_skipped);
+        nb_skip_tables_free(&skip);
+    } else {
+        rc = render_rows(isa, &k, mask, 0, 0, s->spixels, interp, image, rows, opts, opts ? opts->noise : NULL);
+    }
 
     /* Interpolation stays off after the first stencil that leaves the grid,
      * in raster order: re-render everything after that pixel without it. */

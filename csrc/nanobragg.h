@@ -260,6 +260,7 @@ typedef struct nb_stats {
     double fallback_hkl[3];
     int fallback_hkl0[3];
     const char *kernel_isa;       /* the compiled kernel that rendered: "baseline", "v3", "v4" (see NANOBRAGG_ISA) */
+    long pixels_skipped;          /* pixels whose lattice sum was skipped (nb_render_opts.skip_negligible) */
 } nb_stats;
 
 /* Called by nb_render from the calling thread only, about every
@@ -280,7 +281,16 @@ typedef struct nb_render_opts {
      * final, on the calling thread while the others render; the caller
      * draws the rest (nb_noise_stream_draw) once nb_render returns */
     nb_noise_stream *noise;
+    /* non-zero: a pixel whose lattice sum provably stays below
+     * NB_SKIP_FRACTION of the image's peak gets only its background
+     * (docs/skipping.md).  Only for images no noise is drawn from: a
+     * skipped pixel moves by up to that fraction, and a noise image drawn
+     * from it no longer follows the reference's.  Ignored with a noise
+     * stream, interpolation and every spot shape but the square one. */
+    int skip_negligible;
 } nb_render_opts;
+/* a tenth of the golden rule's absolute term (1e-6 of the peak) */
+#define NB_SKIP_FRACTION 1e-7
 #define NB_MAX_THREADS_PER_CPU 4
 
 /* Render the float image (spixels x fpixels, fast index fastest).  mask may

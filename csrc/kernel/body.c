@@ -588,6 +588,7 @@ typedef struct {
     double *Sx, *Sy, *Sz, *w, *acc, *out;
     pixel_factors *pfs;
     int *pix_n;
+    signed char *pix_code;        /* NB_PASS_SKIP: each pixel's skip_code */
     source_info *src;
     double *src_ix, *src_iy, *src_iz, *src_il;   /* the same, as columns */
     interp_temp it;
@@ -679,15 +680,30 @@ static void scattering_vectors(workspace *ws, int nsrc, const double *d, double 
     }
 }
 
-/* Fill the samples of pixels f0..f1-1 of row sp; pix_n[i] = -1 for a pixel
- * not wanted.  Returns the number of samples. */
-static int sample_block(const nb_setup *s, workspace *ws, const uint16_t *mask, int sp, int f0, int f1, nb_row_result *rr)
+/* Is the pixel summed in this pass? */
+static int pixel_in_pass(const nb_kernel_ctx *k, const uint16_t *mask, int fp, int sp)
 {
+    const nb_setup *s = k->s;
+    if (!nb_pixel_wanted(s, mask, fp, sp)) return 0;
+    if (k->pass == NB_PASS_PROBE) return nb_probed(fp) && nb_probed(sp);
+    if (k->pass == NB_PASS_REDO) {
+        signed char c = k->skip_code[(size_t)sp * s->fpixels + fp];
+        return c != NB_SKIP_SUMMED && c > k->redo_code[nb_stage_of_row(sp)];
+    }
+    return 1;
+}
+
+/* Fill the samples of pixels f0..f1-1 of row sp; pix_n[i] = -1 for a pixel
+ * not wanted (or not in this pass).  Returns the number of samples. */
+static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *mask, int sp, int f0, int f1,
+                        nb_row_result *rr)
+{
+    const nb_setup *s = k->s;
     const int ov = s->oversample;
     const double sub = s->subpixel_m;
     int ne = 0;
     for (int fp = f0; fp < f1; ++fp) {
-        if (!nb_pixel_wanted(s, mask, fp, sp)) { ws->pix_n[fp - f0] = -1; continue; }
+        if (!pixel_in_pass(k, mask, fp, sp)) { ws->pix_n[fp - f0] = -1; continue; }
         ws->pix_n[fp - f0] = 0;
         for (int t = 0; t < s->thicksteps; ++t)
             for (int ss = 0; ss < ov; ++ss)
@@ -752,14 +768,18 @@ static int sample_block(const nb_setup *s, workspace *ws, const uint16_t *mask, 
     return n;
 }
 
-static float pixel_value(const nb_setup *s, double I, const pixel_factors *pf)
+/* the pixel of sum I: scaled by r_e^2 fluence / steps and the factors
+ * applied once per pixel */
+static double pixel_scaled(const nb_setup *s, double I, const pixel_factors *pf)
 {
     double v = NB_RE_SQR * s->fluence * I / (double)s->steps;
     if (!s->oversample_thick) v *= pf->capture;
     if (!s->oversample_polar) v *= pf->polar;
     if (!s->oversample_omega) v *= pf->omega;
-    return (float)v;
+    return v;
 }
+
+static float pixel_value(const nb_setup *s, double I, const pixel_factors *pf) { return (float)pixel_scaled(s, I, pf); }
 
 static void workspace_free(void *p)
 {
@@ -768,6 +788,7 @@ static void workspace_free(void *p)
     free(ws->Sx);
     free(ws->pfs);
     free(ws->pix_n);
+    free(ws->pix_code);
     free(ws->src);
     free(ws->src_ix);
     free(ws->it_block);
@@ -783,18 +804,19 @@ static void *workspace_new(const nb_kernel_ctx *k)
     /* pixels per block: a few hundred samples, so that the block's arrays
      * stay in the L1/L2 cache while every orientation passes over them */
     int block = per_pixel >= 512 ? 1 : (int)(512 / per_pixel);
-    if (block > 64) block = 64;
+    if (block > 256) block = 256;
     ws->block = block;
     ws->cap = (int)(per_pixel * block);
     ws->Sx = malloc((size_t)ws->cap * 6 * sizeof(double));
     ws->pfs = malloc((size_t)block * sizeof *ws->pfs);
     ws->pix_n = malloc((size_t)block * sizeof *ws->pix_n);
+    ws->pix_code = malloc((size_t)block);
     ws->src = malloc((size_t)(s->n_sources > 0 ? s->n_sources : 1) * sizeof *ws->src);
     ws->src_ix = malloc((size_t)(s->n_sources > 0 ? s->n_sources : 1) * 4 * sizeof(double));
     /* 13 doubles and an int per sample for the interpolation's second pass */
     size_t sub_cap = (size_t)block * s->thicksteps * s->oversample * s->oversample;
     ws->it_block = malloc(((size_t)ws->cap * 14 + sub_cap * 8) * sizeof(double));
-    if (!ws->Sx || !ws->pfs || !ws->pix_n || !ws->src || !ws->src_ix || !ws->it_block) {
+    if (!ws->Sx || !ws->pfs || !ws->pix_n || !ws->pix_code || !ws->src || !ws->src_ix || !ws->it_block) {
         workspace_free(ws);
         return NULL;
     }
@@ -856,6 +878,130 @@ static double pixel_in_order(const nb_kernel_ctx *k, const workspace *ws, int st
     return I;
 }
 
+/* ---------------------------------------------------------- skipping --
+ * The bound of docs/skipping.md: for each block of orientations, h lies
+ * within rh of the block centre's hc on every step, so |F_latt| <= the
+ * product of min(N, 1/(2t)) over the axes (t: the distance of that
+ * interval from the nearest integer) and |F_cell| <= the largest |F| of
+ * the nodes it can round to. */
+
+/* min(N, 1/(2t)) with t = dist(hc, Z) - r <= 1/2 (so 1 for one cell, an
+ * axis the reference skips); NaN stays NaN, so that such a pixel is summed */
+NB_ALWAYS_INLINE double axis_bound(double hc, double r, double N)
+{
+    double t = fabs(hc - nb_rint(hc)) - r;
+    double b = 0.5 / t;
+    double v = (t > 0.0 && b < N) ? b : N;
+    return t != t ? t : v;
+}
+
+/* U[e] >= the sum over every orientation of F_latt^2 F_cell^2 of sample e */
+static void lattice_bounds(const nb_kernel_ctx *k, const workspace *ws, int n, double *restrict U)
+{
+    const nb_setup *s = k->s;
+    const nb_skip_tables *t = k->skip;
+    const double Na = s->Na, Nb = s->Nb, Nc = s->Nc;
+    const double h_lo = t->h_lo, h_hi = t->h_hi, k_lo = t->k_lo, k_hi = t->k_hi, l_lo = t->l_lo, l_hi = t->l_hi;
+    const double h_stride = t->h_stride, k_stride = t->k_stride, dF = t->abs_default_F, F_max = t->F_max;
+    const double *restrict pair = t->pair_F;
+    const vec_consts *restrict g = &ws->c;             /* the grid, for a single node */
+    const double *restrict F = g->F;
+    const double hmin = g->hmin, hmax = g->hmax, kmin = g->kmin, kmax = g->kmax, lmin = g->lmin, lmax = g->lmax;
+    const double hstride = g->hstride, kstride = g->kstride;
+    const double *restrict Sx = ws->Sx, *restrict Sy = ws->Sy, *restrict Sz = ws->Sz;
+    for (int e = 0; e < n; ++e) U[e] = 0.0;
+    for (int b = 0; b < t->n_blocks; ++b) {
+        const double *c = t->centre + 9 * b, *r = t->radius + 3 * b;
+        const double ra = r[0], rb = r[1], rc = r[2], count = t->count[b];
+        const double a0 = c[0], a1 = c[1], a2 = c[2], b0 = c[3], b1 = c[4], b2 = c[5], c0 = c[6], c1 = c[7], c2 = c[8];
+#pragma GCC ivdep
+        for (int e = 0; e < n; ++e) {
+            double len = sqrt(Sx[e] * Sx[e] + Sy[e] * Sy[e] + Sz[e] * Sz[e]);
+            double h = a0 * Sx[e] + a1 * Sy[e] + a2 * Sz[e];
+            double kk = b0 * Sx[e] + b1 * Sy[e] + b2 * Sz[e];
+            double l = c0 * Sx[e] + c1 * Sy[e] + c2 * Sz[e];
+            /* each step's own dot products round differently: 1e-9 (1 + |h|) covers that */
+            double rh = ra * len + 1e-9 * (1.0 + fabs(h)), rk = rb * len + 1e-9 * (1.0 + fabs(kk));
+            double rl = rc * len + 1e-9 * (1.0 + fabs(l));
+            double lat = axis_bound(h, rh, Na) * axis_bound(kk, rk, Nb) * axis_bound(l, rl, Nc);
+            /* an interval narrower than 1 rounds to at most two nodes per
+             * axis, n0 and n0 + 1; to one where it holds no half-integer */
+            double h0 = nearest_index(h - rh), k0 = nearest_index(kk - rk), l0 = nearest_index(l - rl);
+            double one = (h0 == nearest_index(h + rh) && k0 == nearest_index(kk + rk) && l0 == nearest_index(l + rl))
+                             ? 1.0 : 0.0;
+            double in = (h0 >= h_lo && h0 <= h_hi && k0 >= k_lo && k0 <= k_hi && l0 >= l_lo && l0 <= l_hi) ? 1.0 : 0.0;
+            double off = (h0 - h_lo) * h_stride + (k0 - k_lo) * k_stride + (l0 - l_lo);
+            int idx = (int)(in != 0.0 ? off : 0.0);
+            double on_grid = (h0 >= hmin && h0 <= hmax && k0 >= kmin && k0 <= kmax && l0 >= lmin && l0 <= lmax) ? 1.0 : 0.0;
+            double node_off = (h0 - hmin) * hstride + (k0 - kmin) * kstride + (l0 - lmin);
+            int node = (int)(on_grid != 0.0 ? node_off : 0.0);
+            /* products, not selects, as in accumulate_orientation: a select
+             * would move the loads under the condition, which does not vectorise */
+            double narrow = (rh < 0.5 && rk < 0.5 && rl < 0.5) ? 1.0 : 0.0;
+            double F_pair = pair[idx] * in + dF * (1.0 - in);
+            double F_one = fabs(F[node]) * on_grid + dF * (1.0 - on_grid);
+            double Fb = ((F_one * one + F_pair * (1.0 - one)) * narrow + F_max * (1.0 - narrow));
+            U[e] += count * (lat * lat) * (Fb * Fb);
+        }
+    }
+}
+
+/* the code (kernel_isa.h) of x in [0, 1]: its binary exponent and the top
+ * three bits of its mantissa (kernel.c allows for x's own rounding) */
+static signed char skip_code_of(double x)
+{
+    if (!(x >= ldexp(1.0, NB_SKIP_MIN_EXPONENT))) return NB_SKIP_TINY;
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int e = (int)((bits >> 52) & 0x7ff) - 1023, m = (int)((bits >> 49) & 7);
+    return (signed char)(8 * e + m);
+}
+
+/* bound[i] >= |the pixel f0+i's sum, scaled like the pixel| (NaN: unknown) */
+static void pixel_bounds(const nb_kernel_ctx *k, workspace *ws, int f0, int f1, int n, double *bound)
+{
+    lattice_bounds(k, ws, n, ws->out);
+    int j = 0;
+    for (int fp = f0; fp < f1; ++fp) {
+        int m = ws->pix_n[fp - f0];
+        if (m < 0) { bound[fp - f0] = 0.0; continue; }
+        double U = 0.0;
+        for (int e = 0; e < m; ++e) U += ws->out[j + e] * fabs(ws->w[j + e]);
+        bound[fp - f0] = fabs(pixel_scaled(k->s, U, &ws->pfs[fp - f0]));
+        j += m;
+    }
+}
+
+/* NB_PASS_SKIP: a pixel whose bound is <= skip_tau is skipped (pix_code:
+ * its bound's code); the samples of the others move to the front, in
+ * order.  Returns their count. */
+static int skip_negligible(const nb_kernel_ctx *k, workspace *ws, int sp, int f0, int f1, int n)
+{
+    double *bound = ws->acc;      /* free until accumulate_block */
+    pixel_bounds(k, ws, f0, f1, n, bound);
+    if (k->first_stage_bound)     /* what the next stage would skip: does skipping pay? */
+        for (int fp = f0; fp < f1; ++fp)
+            if (ws->pix_n[fp - f0] >= 0) k->first_stage_bound[(size_t)(sp / 8) * k->s->fpixels + fp] = (float)bound[fp - f0];
+    const double tau = k->skip_tau, inv_tau = 1.0 / k->skip_tau;
+    int j = 0, kept = 0;
+    for (int fp = f0; fp < f1; ++fp) {
+        int m = ws->pix_n[fp - f0];
+        if (m < 0) continue;
+        if (bound[fp - f0] <= tau) {          /* NaN: summed */
+            ws->pix_code[fp - f0] = skip_code_of(bound[fp - f0] * inv_tau);
+        } else {
+            ws->pix_code[fp - f0] = NB_SKIP_SUMMED;
+            for (int e = 0; e < m && kept != j; ++e) {
+                ws->Sx[kept + e] = ws->Sx[j + e]; ws->Sy[kept + e] = ws->Sy[j + e];
+                ws->Sz[kept + e] = ws->Sz[j + e]; ws->w[kept + e] = ws->w[j + e];
+            }
+            kept += m;
+        }
+        j += m;
+    }
+    return kept;
+}
+
 static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, int sp, int fp_start, int interp0,
                        float *image, nb_row_result *rr)
 {
@@ -865,12 +1011,24 @@ static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
     for (int f0 = fp_start; f0 < s->fpixels; f0 += block) {
         if (nb_render_cancelled(k)) return;
         int f1 = f0 + block < s->fpixels ? f0 + block : s->fpixels;
-        int n = sample_block(s, ws, mask, sp, f0, f1, rr);
+        int n = sample_block(k, ws, mask, sp, f0, f1, rr);
+        /* a skip threshold needs the vector path's sums (the step path
+         * stands for the reference's order, and interpolation's fall-back
+         * needs every step looked at) */
+        const int skipping = k->pass == NB_PASS_SKIP && ws->vector_ok && !interp0;
+        if (skipping) n = skip_negligible(k, ws, sp, f0, f1, n);
         if (ws->vector_ok) accumulate_block(k, ws, n, interp0);
         int j = 0;
         for (int fp = f0; fp < f1; ++fp) {
             int m = ws->pix_n[fp - f0];
             if (m < 0) continue;
+            size_t idx = (size_t)sp * s->fpixels + fp;
+            signed char code = skipping ? ws->pix_code[fp - f0] : NB_SKIP_SUMMED;
+            if (k->skip_code) k->skip_code[idx] = code;
+            if (code != NB_SKIP_SUMMED) {            /* skipped: the background alone */
+                image[idx] = pixel_value(s, s->I_bg, &ws->pfs[fp - f0]);
+                continue;
+            }
             int redo = !ws->vector_ok;
             /* a stencil left the grid (what follows that step depends on the
              * order) or a round spot's transform is next to a node */
@@ -884,7 +1042,7 @@ static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
                 for (int e = 0; e < m; ++e) I += ws->acc[j + e] * ws->w[j + e];
             }
             j += m;
-            image[(size_t)sp * s->fpixels + fp] = pixel_value(s, I, &ws->pfs[fp - f0]);
+            image[idx] = pixel_value(s, I, &ws->pfs[fp - f0]);
         }
     }
 }
@@ -898,7 +1056,7 @@ static int trace_pixel(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
     workspace *ws = wsp;
     const nb_setup *s = k->s;
     nb_row_result rr = { -1, { 0, { 0, 0, 0 }, { 0, 0, 0 } }, 0.0 };
-    int n = sample_block(s, ws, mask, sp, fp, fp + 1, &rr);
+    int n = sample_block(k, ws, mask, sp, fp, fp + 1, &rr);
     if (ws->pix_n[0] < 0) return -1;
     const pixel_factors *pf = &ws->pfs[0];
     t->polar = pf->polar;

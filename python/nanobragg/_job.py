@@ -346,17 +346,33 @@ class Job:
 
     # -- running ---------------------------------------------------------------
 
-    def render(self, progress: Optional[Callable[[int, int], Any]] = None, noise: bool = False) -> "Images":
+    def render(self, progress: Optional[Callable[[int, int], Any]] = None, noise: bool = False,
+               noise_later: bool = True) -> "Images":
         """Render the float image.  noise: also draw the noise image at the
         run's seed, while the image renders (the same image as
-        Images.noise_image() draws after).  A signal handler that raises
+        Images.noise_image() draws after).  noise_later: a noise image may
+        still be drawn from the result (simulate()'s Result can), which
+        keeps -skip_negligible auto off.  A signal handler that raises
         (KeyboardInterrupt) or an exception from progress(done, total) stops
         the render and propagates."""
+        skip = self.skip_negligible(noise or noise_later)
+        # skipping changes pixels after the rows are drawn: its noise image comes after the render
         image, stats, noise_image = self.setup.render(hkl=self.hkl, mask=self.mask, threads=self.threads,
-                                                      exact_threads=_exact_threads(), progress=progress, noise=noise)
+                                                      exact_threads=_exact_threads(), progress=progress,
+                                                      noise=noise and not skip, skip_negligible=skip)
         _check_image(stats, self.fields, self._name)
         return Images(self.setup, image, stats, hkl=self.hkl, mask=self.mask, printout=printout_request(self.extras),
                       noise=noise_image)
+
+    def skip_negligible(self, noise: bool) -> bool:
+        """-skip_negligible: on, off, or auto: on unless a noise image is
+        made from this render (a skipped pixel moves by up to 1e-7 of the
+        peak, and the noise image would no longer follow the reference's)
+        or -printout shows the pixels' own sums."""
+        mode = self.extras.get("skip_negligible", "auto")
+        if mode == "auto":
+            return not noise and not printout_request(self.extras)
+        return mode == "on"
 
     def log_lines(self) -> List[str]:
         """The reference's setup messages: the engine's log with the front end's
@@ -730,7 +746,7 @@ def run_command(params: Mapping[str, Any], write: Callable[[str], None], flush: 
     # count stops at an interpolation fall-back, whose warning comes next
     meter = _reference_meter(job, say)
     images = job.render(progress=None if meter is None else _flushing(meter.update, flush),
-                        noise="noisefile" in files)
+                        noise="noisefile" in files, noise_later=False)
     st = images.stats
     # -printout: the lines of each pixel after its steps, so the pixels
     # before an interpolation fall-back come before its warning

@@ -473,6 +473,9 @@ _o(("-noisefile", "-noiseimage"), "path", 1, "FILE", "", "SMV image with Poisson
    _extra("noisefile", noise=True))
 _o("-nonoise", "switch", 0, "", "", "do not write the noise image", _extras(noise=False), off=_extras(noise=True))
 _o("-nopgm", "switch", 0, "", "", "do not write the PGM image", _extras(write_pgm=False), off=_extras(write_pgm=True))
+_o("-skip_negligible", "choice", 1, "auto|on|off", "", "skip the pixels whose lattice sum provably stays below "
+   "1e-7 of the peak (docs/skipping.md); auto (default): on when no noise image is made from the render",
+   _extra("skip_negligible"), choices=("auto", "on", "off"))
 _o("-scale", "float", 1, "X", "", "scale of the int image (default: peak to 55000)", _set("intfile_scale"))
 _o("-pgmscale", "float", 1, "X", "", "scale of the PGM image (default: automatic); turns the PGM on",
    _pgmscale)

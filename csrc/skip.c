@@ -1,0 +1,148 @@
+/*
+ * skip.c - the tables behind the bound of a pixel's lattice sum, with which
+ * a render skips the pixels that provably stay below NB_SKIP_FRACTION of
+ * the peak (docs/skipping.md; the bound itself is evaluated in
+ * kernel/body.c, the passes are run by kernel.c).
+ *
+ * For the square crystal |sin(N pi h) / sin(pi h)| <= min(N, 1/(2t)), t
+ * the distance of h from the nearest integer (Jordan's inequality
+ * sin(pi t) >= 2t on [0, 1/2]); this holds for integral N only.  Over a
+ * block of orientations h moves within radius |S| of the block centre's
+ * a_c.S, and the structure factor is one of at most two nodes per axis.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "kernel_isa.h"
+
+/* orientations per block: the bound costs about 1/ORIENT_BLOCK of the sum;
+ * smaller blocks give tighter bounds (a smaller radius) */
+#define ORIENT_BLOCK 16
+/* the pair table stays below this many cells (8 bytes each) */
+#define PAIR_CELLS_MAX 67108864.0
+
+static int integral_cells(double N) { return N >= 1.0 && N == floor(N) && N < 1e9; }
+
+static int build_blocks(const nb_orientations *o, nb_skip_tables *t)
+{
+    int nb = (o->n + ORIENT_BLOCK - 1) / ORIENT_BLOCK;
+    t->n_blocks = nb;
+    t->count = malloc(sizeof(double) * (size_t)nb);
+    t->centre = malloc(sizeof(double) * 9 * (size_t)nb);
+    t->radius = malloc(sizeof(double) * 3 * (size_t)nb);
+    if (!t->count || !t->centre || !t->radius) return NB_ENOMEM;
+    const double *col[9] = { o->ax, o->ay, o->az, o->bx, o->by, o->bz, o->cx, o->cy, o->cz };
+    for (int b = 0; b < nb; ++b) {
+        int q0 = b * ORIENT_BLOCK, q1 = q0 + ORIENT_BLOCK < o->n ? q0 + ORIENT_BLOCK : o->n;
+        double *c = t->centre + 9 * b, *r = t->radius + 3 * b;
+        t->count[b] = q1 - q0;
+        for (int i = 0; i < 9; ++i) {
+            double sum = 0.0;
+            for (int q = q0; q < q1; ++q) sum += col[i][q];
+            c[i] = sum / (q1 - q0);
+        }
+        for (int v = 0; v < 3; ++v) {
+            double rmax = 0.0;
+            for (int q = q0; q < q1; ++q) {
+                double d0 = col[3 * v][q] - c[3 * v], d1 = col[3 * v + 1][q] - c[3 * v + 1];
+                double d2 = col[3 * v + 2][q] - c[3 * v + 2];
+                double d = sqrt(d0 * d0 + d1 * d1 + d2 * d2);
+                if (d > rmax) rmax = d;
+            }
+            /* the rounding of the distance, and of the centre's dot product
+             * against each step's, is covered here and in the kernel */
+            r[v] = rmax * (1.0 + 1e-9);
+        }
+    }
+    return NB_OK;
+}
+
+/* a NaN structure factor makes its bounds NaN: nothing near it is skipped */
+static double max_or_nan(double x, double y) { return x != x || y != y ? NAN : x > y ? x : y; }
+
+/* the largest |F| of each 2x2x2 cell of nodes, off-grid nodes at
+ * |default_F|: one pass of pairwise maxima per axis */
+static int build_pairs(const nb_setup *s, const nb_hkl *g, int have_grid, nb_skip_tables *t)
+{
+    double dF = fabs(s->default_F);
+    t->abs_default_F = dF;
+    t->F_max = dF;
+    if (!have_grid) {
+        /* an empty box: every node is off the grid */
+        t->h_lo = t->k_lo = t->l_lo = 1.0;
+        t->h_hi = t->k_hi = t->l_hi = 0.0;
+        t->h_stride = t->k_stride = 0.0;
+        t->pair_F = calloc(1, sizeof(double));
+        return t->pair_F ? NB_OK : NB_ENOMEM;
+    }
+    /* nodes h_min-1 .. h_max+1 (likewise k, l): the grid with a ring of default_F */
+    long nh = g->h_max - g->h_min + 3, nk = g->k_max - g->k_min + 3, nl = g->l_max - g->l_min + 3;
+    if ((double)nh * nk * nl > PAIR_CELLS_MAX) return NB_EINVAL;
+    double *a = malloc(sizeof(double) * (size_t)(nh * nk * nl));
+    double *b = malloc(sizeof(double) * (size_t)(nh * nk * nl));
+    if (!a || !b) {
+        free(a); free(b);
+        return NB_ENOMEM;
+    }
+    for (long i = 0; i < nh; ++i)
+        for (long j = 0; j < nk; ++j)
+            for (long m = 0; m < nl; ++m) {
+                int h = g->h_min - 1 + (int)i, k = g->k_min - 1 + (int)j, l = g->l_min - 1 + (int)m;
+                int in = h >= g->h_min && h <= g->h_max && k >= g->k_min && k <= g->k_max && l >= g->l_min &&
+                         l <= g->l_max;
+                double f = in ? fabs(g->F[nb_hkl_index(g, h, k, l)]) : dF;
+                a[(i * nk + j) * nl + m] = f;
+                t->F_max = max_or_nan(t->F_max, f);
+            }
+    /* along l into b: (nh, nk, nl-1) */
+    for (long i = 0; i < nh; ++i)
+        for (long j = 0; j < nk; ++j)
+            for (long m = 0; m + 1 < nl; ++m) {
+                double x = a[(i * nk + j) * nl + m], y = a[(i * nk + j) * nl + m + 1];
+                b[(i * nk + j) * (nl - 1) + m] = max_or_nan(x, y);
+            }
+    /* along k into a: (nh, nk-1, nl-1) */
+    for (long i = 0; i < nh; ++i)
+        for (long j = 0; j + 1 < nk; ++j)
+            for (long m = 0; m + 1 < nl; ++m) {
+                double x = b[(i * nk + j) * (nl - 1) + m], y = b[(i * nk + j + 1) * (nl - 1) + m];
+                a[(i * (nk - 1) + j) * (nl - 1) + m] = max_or_nan(x, y);
+            }
+    /* along h into b: (nh-1, nk-1, nl-1) */
+    for (long i = 0; i + 1 < nh; ++i)
+        for (long j = 0; j + 1 < nk; ++j)
+            for (long m = 0; m + 1 < nl; ++m) {
+                double x = a[(i * (nk - 1) + j) * (nl - 1) + m], y = a[((i + 1) * (nk - 1) + j) * (nl - 1) + m];
+                b[(i * (nk - 1) + j) * (nl - 1) + m] = max_or_nan(x, y);
+            }
+    free(a);
+    t->pair_F = b;
+    t->h_lo = g->h_min - 1; t->h_hi = g->h_max;
+    t->k_lo = g->k_min - 1; t->k_hi = g->k_max;
+    t->l_lo = g->l_min - 1; t->l_hi = g->l_max;
+    t->k_stride = (double)(nl - 1);
+    t->h_stride = (double)(nk - 1) * (double)(nl - 1);
+    return NB_OK;
+}
+
+int nb_skip_tables_build(const nb_setup *s, const nb_hkl *hkl, int have_grid, const nb_orientations *o,
+                         nb_skip_tables *t)
+{
+    memset(t, 0, sizeof *t);
+    if (s->xtal_shape != NB_SHAPE_SQUARE || o->n <= 0) return NB_EINVAL;
+    if (!integral_cells(s->Na) || !integral_cells(s->Nb) || !integral_cells(s->Nc)) return NB_EINVAL;
+    /* one cell on every axis: F_latt = 1, nothing to gain */
+    if (s->Na == 1.0 && s->Nb == 1.0 && s->Nc == 1.0) return NB_EINVAL;
+    int rc = build_blocks(o, t);
+    if (rc == NB_OK) rc = build_pairs(s, hkl, have_grid, t);
+    if (rc != NB_OK) nb_skip_tables_free(t);
+    return rc;
+}
+
+void nb_skip_tables_free(nb_skip_tables *t)
+{
+    free(t->count);
+    free(t->centre);
+    free(t->radius);
+    free(t->pair_F);
+    memset(t, 0, sizeof *t);
+}

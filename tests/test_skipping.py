@@ -1,0 +1,154 @@
+"""Skipping negligible lattice sums (-skip_negligible, docs/skipping.md).
+
+A skipped pixel keeps its background alone; the engine promises that it
+then differs from its full sum by at most NB_SKIP_FRACTION (1e-7) of the
+image's peak, a tenth of the golden rule's absolute term, and that every
+pixel it sums is the pixel the render without skipping gives, bit for bit.
+The cases are adversarial for the bound: strong and weak spots side by
+side, a huge crystal, mosaic spread, dispersion, sub-pixels, a background
+and a ROI, no structure-factor grid.  Each is rendered with skipping off
+and on; the cases meant to skip must skip, or the check would be empty.
+"""
+import subprocess
+
+import numpy as np
+import pytest
+
+import goldenlib
+from nanobragg import simulate
+
+SKIP_FRACTION = 1e-7
+
+
+def _random_hkl(seed, span=12):
+    """Every h, k, l in -span..span with |F| log-uniform over six decades:
+    spots a million times weaker than their neighbours in F^2."""
+    rng = np.random.default_rng(seed)
+    r = np.arange(-span, span + 1)
+    h, k, l = (a.ravel() for a in np.meshgrid(r, r, r, indexing="ij"))
+    F = 10.0 ** rng.uniform(-3, 3, h.size)
+    return np.column_stack([h, k, l, F])
+
+
+BASE = dict(cell=(40, 40, 40, 90, 90, 90), misset=(10, 20, 30), wavelength=1, distance=80, detpixels=96, pixel=0.2,
+            phi=0, osc=0.02, phisteps=10, N=40, interpolate=False)
+
+CASES = {
+    # (extra keywords, whether it must skip)
+    "strong_weak_spots": (dict(hkl=_random_hkl(1)), True),
+    "huge_N": (dict(hkl=_random_hkl(2), N=400, osc=0.002, oversample=1), True),
+    "mosaic": (dict(hkl=_random_hkl(3), mosaic=0.5, mosaic_domains=6, mosaic_seed=4, phisteps=4), None),
+    "dispersion": (dict(hkl=_random_hkl(4), dispersion=5, dispsteps=3), True),
+    "subpixels": (dict(hkl=_random_hkl(5), oversample=3), True),
+    "water_roi": (dict(hkl=_random_hkl(6), water=50, roi=(10, 80, 5, 90)), True),
+    "no_grid": (dict(default_F=30, cell=(20, 20, 20, 90, 90, 90), N=80), True),
+    "triclinic_na_nb_nc": (dict(hkl=_random_hkl(7), cell=(37, 45, 52, 80, 95, 105), Na=30, Nb=53, Nc=1), True),
+}
+
+
+def _render(params, skip, **kw):
+    return simulate(**params, skip_negligible="on" if skip else "off", **kw)
+
+
+def check_skipped(off, on, label):
+    """on's pixels are off's, or within SKIP_FRACTION of the peak of it (and
+    the float rounding of each: a skipped pixel on a background of -water
+    rounds on its own); no more of them than on says it skipped."""
+    a32 = np.asarray(off.float_image)
+    a = a32.astype(np.float64)
+    b = np.asarray(on.float_image, dtype=np.float64)
+    peak = a.max()
+    diff = np.abs(b - a)
+    allowed = SKIP_FRACTION * peak + np.spacing(np.abs(a32)).astype(np.float64)
+    worst = np.unravel_index(np.argmax(diff - allowed), diff.shape)
+    assert (diff <= allowed).all(), (
+        f"{label}: pixel (slow, fast) {worst} moved by {diff[worst]:.3g} = {diff[worst] / peak:.3g} of the peak")
+    changed = int(np.count_nonzero(b != a))
+    assert changed <= on.stats["pixels_skipped"], f"{label}: {changed} pixels differ, {on.stats['pixels_skipped']} skipped"
+    assert off.stats["pixels_skipped"] == 0
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_skipping_stays_within_its_bound(name):
+    extra, must_skip = CASES[name]
+    params = dict(BASE, **extra)
+    off, on = _render(params, False), _render(params, True)
+    check_skipped(off, on, name)
+    if must_skip:
+        assert on.stats["pixels_skipped"] > 0, f"{name}: nothing skipped, the check is empty"
+
+
+@pytest.mark.parametrize("isa", goldenlib.kernel_levels())
+def test_skipping_under_each_kernel_level(isa, monkeypatch):
+    """The bound is compiled once per level; each keeps the promise."""
+    monkeypatch.setenv("NANOBRAGG_ISA", isa)
+    params = dict(BASE, hkl=_random_hkl(8), oversample=2)
+    off, on = _render(params, False), _render(params, True)
+    check_skipped(off, on, isa)
+    assert on.stats["pixels_skipped"] > 0
+
+
+@pytest.mark.parametrize("name", ["strong_weak_spots", "dispersion"])
+def test_skipping_does_not_depend_on_the_thread_count(name, monkeypatch):
+    monkeypatch.setenv("NANOBRAGG_EXACT_THREADS", "1")
+    params = dict(BASE, **CASES[name][0])
+    one, two = _render(params, True, threads=1), _render(params, True, threads=2)
+    assert one.stats["pixels_skipped"] == two.stats["pixels_skipped"] > 0
+    np.testing.assert_array_equal(np.asarray(one.float_image), np.asarray(two.float_image))
+
+
+def test_skipping_is_off_where_it_cannot_help_or_must_not_run():
+    """auto (the default) is off in simulate(), whose Result may still draw
+    noise; other spot shapes, interpolation and the step path never skip."""
+    params = dict(BASE, hkl=_random_hkl(9))
+    plain = simulate(**params)
+    assert plain.stats["pixels_skipped"] == 0
+    for extra in (dict(round_xtal=True), dict(gauss_xtal=True), dict(interpolate=True, N=2)):
+        assert _render(dict(params, **extra), True).stats["pixels_skipped"] == 0, extra
+    assert _render(dict(params, phisteps=1), True).stats["pixels_skipped"] == 0   # one step: no gain
+
+
+def test_step_path_never_skips(monkeypatch):
+    monkeypatch.setenv("NANOBRAGG_KERNEL_PATH", "steps")
+    params = dict(BASE, hkl=_random_hkl(10), detpixels=32)
+    assert _render(params, True).stats["pixels_skipped"] == 0
+
+
+def _command(tmp_path, args):
+    cmd = goldenlib.nanobragg_command() + args
+    proc = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return np.fromfile(tmp_path / "float.bin", dtype=np.float32)
+
+
+def test_command_skips_only_without_a_noise_image(tmp_path):
+    """-skip_negligible auto: on with -nonoise, off when the noise image is
+    written (its Poisson draws must follow the reference's); off and on
+    force it."""
+    hkl = tmp_path / "P1.hkl"
+    np.savetxt(hkl, _random_hkl(11), fmt="%d %d %d %.6g")
+    geometry = ["-cell", "40", "40", "40", "90", "90", "90", "-misset", "10", "20", "30", "-hkl", "P1.hkl",
+                "-lambda", "1", "-distance", "80", "-detpixels", "96", "-pixel", "0.2", "-osc", "0.5",
+                "-phisteps", "10", "-N", "10", "-nointerpolate", "-floatfile", "float.bin"]
+    with_noise = _command(tmp_path, geometry)
+    forced_off = _command(tmp_path, geometry + ["-nonoise", "-skip_negligible", "off"])
+    auto = _command(tmp_path, geometry + ["-nonoise"])
+    forced_on = _command(tmp_path, geometry + ["-skip_negligible", "on"])
+    np.testing.assert_array_equal(with_noise, forced_off)
+    np.testing.assert_array_equal(auto, forced_on)
+    assert np.count_nonzero(auto != forced_off) > 0
+    assert np.abs(auto - forced_off).max() <= SKIP_FRACTION * forced_off.max() * (1 + 1e-6)
+
+
+def test_bound_sees_default_F_beyond_the_grid():
+    """The grid is one octant of weak reflections; default_F beyond it is
+    strong: a bound that read only the grid near its edges would skip the
+    strong spots just outside."""
+    rng = np.random.default_rng(12)
+    r = np.arange(0, 9)
+    h, k, l = (a.ravel() for a in np.meshgrid(r, r, r, indexing="ij"))
+    rows = np.column_stack([h, k, l, 10.0 ** rng.uniform(-3, 1, h.size)])
+    params = dict(BASE, hkl=rows, default_F=1000)
+    off, on = _render(params, False), _render(params, True)
+    check_skipped(off, on, "grid edges")
+    assert on.stats["pixels_skipped"] > 0
