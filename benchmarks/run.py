@@ -15,6 +15,8 @@ Benchmarks (--only NAME, may be repeated or comma-separated):
   saxs1k     SAXS-style: the pilatus6m protein as one unit cell (-N 1: tricubic interpolation),
              1024^2 at 1 m, 5 wavelengths x 5 divergence sources x 2x2 sub-pixels, noise
   NAME@LEVEL pilatus6m and mosaic1k with NANOBRAGG_ISA=LEVEL (baseline, v3, v4) for ours
+  pilatus6m+noskip  pilatus6m with -skip_negligible off for ours (its -nonoise turns skipping on,
+             docs/skipping.md): every pixel summed
   readme256  nanoBragg $(cat readme256.args): the README's first example (256^2, all four images)
   small64    nanoBragg $(cat small64.args): the same on 64^2, where start-up and writing dominate
   tiny       per-call cost of simulate() on a 4x4-pixel detector (in a fresh interpreter:
@@ -87,6 +89,7 @@ BENCHMARKS = {
     "round1k": ("cli", "mosaic1k with -round_xtal"),
     "gauss1k": ("cli", "mosaic1k with -gauss_xtal"),
     "saxs1k": ("cli", "SAXS-style: -N 1 (tricubic interpolation), 1 m, 25 sources x 2x2, noise"),
+    "pilatus6m+noskip": ("cli", "pilatus6m with -skip_negligible off for ours: every pixel summed"),
     "pilatus6m@baseline": ("cli", "pilatus6m, NANOBRAGG_ISA=baseline (x86-64, SSE2)"),
     "pilatus6m@v3": ("cli", "pilatus6m, NANOBRAGG_ISA=v3 (x86-64-v3: AVX2, FMA)"),
     "pilatus6m@v4": ("cli", "pilatus6m, NANOBRAGG_ISA=v4 (x86-64-v4: AVX-512)"),
@@ -117,7 +120,12 @@ FLOAT_PEAK_TOL = 1e-6    # of max|ref| over the image
 def bench_args(name):
     if name == "startup":
         return shlex.split(TINY_ARGS)
-    return shlex.split((HERE / f"{name.split('@')[0]}.args").read_text())
+    return shlex.split((HERE / f"{name.split('@')[0].split('+')[0]}.args").read_text())
+
+
+def bench_ours_extra(name):
+    """Flags a NAME+VARIANT benchmark adds for ours (the reference has no such flag)."""
+    return ["-skip_negligible", "off"] if name.endswith("+noskip") else []
 
 
 def bench_isa(name):
@@ -561,7 +569,8 @@ def main(argv=None):
             for prog, exe in progs:
                 if prog in broken:
                     continue
-                r = run_cli(exe, argv, ours_env if prog == "ours" else env, keep_float=(prog not in floats),
+                r = run_cli(exe, argv + (bench_ours_extra(name) if prog == "ours" else []),
+                            ours_env if prog == "ours" else env, keep_float=(prog not in floats),
                             scratch=args.scratch)
                 if "_float" in r:
                     floats[prog] = r.pop("_float")
