@@ -179,15 +179,16 @@ static int render_rows(const nb_kernel_isa *isa, const nb_kernel_ctx *k, const u
     return __atomic_load_n(&k->ctl->cancel, __ATOMIC_RELAXED) ? NB_ECANCELLED : NB_OK;
 }
 
-/* the largest pixel of the rows of a stage (NaN ignored): every pixel so
- * far is a lower bound of its full sum, so the largest is a lower bound of
- * the peak; a maximum depends neither on the order nor on the team */
-static double stage_peak(const nb_setup *s, const float *image, int stage)
+/* the largest pixel of the rows of a stage, or of the probe's rows (NaN
+ * ignored): every pixel so far is a lower bound of its full sum, so the
+ * largest is a lower bound of the peak; a maximum depends neither on the
+ * order nor on the team */
+static double stage_peak(const nb_setup *s, const float *image, int stage, int probe_rows)
 {
     float peak = 0.0f;
 #pragma omp parallel for reduction(max : peak) schedule(static) if ((double)s->fpixels * s->spixels > 1e6)
     for (int sp = 0; sp < s->spixels; ++sp) {
-        if (!nb_row_in_stage(sp, stage)) continue;
+        if (probe_rows ? !nb_probed(sp) : !nb_row_in_stage(sp, stage)) continue;
         const float *row = image + (size_t)sp * s->fpixels;
         for (int fp = 0; fp < s->fpixels; ++fp) peak = row[fp] > peak ? row[fp] : peak;
     }
@@ -251,14 +252,14 @@ static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uin
         memset(k->skip_code, (unsigned char)NB_SKIP_SUMMED, pixels);
         k->pass = NB_PASS_PROBE;
         rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, scratch, opts, NULL);
-        peak = stage_peak(s, image, NB_STAGE_ALL);
+        peak = stage_peak(s, image, NB_STAGE_ALL, 1);
     }
     if (rc == NB_OK) {
         k->skip_tau = stage_tau[NB_STAGE_FIRST] = skip_guess[NB_STAGE_FIRST] * NB_SKIP_FRACTION * peak;
         k->pass = NB_PASS_SKIP;
         k->stage = NB_STAGE_FIRST;
         rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, rows, opts, NULL);
-        double p = stage_peak(s, image, NB_STAGE_FIRST);
+        double p = stage_peak(s, image, NB_STAGE_FIRST, 0);
         if (p > peak) peak = p;
     }
     if (rc == NB_OK) {
@@ -275,7 +276,7 @@ static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uin
         k->pass = pays ? NB_PASS_SKIP : NB_PASS_ALL;
         k->stage = NB_STAGE_LAST;
         rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, rows, opts, NULL);
-        double p = stage_peak(s, image, NB_STAGE_LAST);
+        double p = stage_peak(s, image, NB_STAGE_LAST, 0);
         if (p > peak) peak = p;
     }
     if (rc == NB_OK) {

@@ -702,7 +702,19 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
     const int ov = s->oversample;
     const double sub = s->subpixel_m;
     int ne = 0;
-    for (int fp = f0; fp < f1; ++fp) {
+    if (ov == 1 && s->thicksteps == 1) {
+        /* one sub-pixel per pixel: the values of the general loop below */
+        const double Se0 = sub * sp + sub / 2.0, Oe0 = 0 * s->thickstep_m;
+        for (int fp = f0; fp < f1; ++fp) {
+            int in = pixel_in_pass(k, mask, fp, sp);
+            ws->pix_n[fp - f0] = in ? 0 : -1;
+            ws->Fe[ne] = sub * fp + sub / 2.0;
+            ws->Se[ne] = Se0;
+            ws->Oe[ne] = Oe0;
+            ne += in;
+        }
+    }
+    for (int fp = f0; fp < f1 && !(ov == 1 && s->thicksteps == 1); ++fp) {
         if (!pixel_in_pass(k, mask, fp, sp)) { ws->pix_n[fp - f0] = -1; continue; }
         ws->pix_n[fp - f0] = 0;
         for (int t = 0; t < s->thicksteps; ++t)
@@ -716,6 +728,30 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
     subpixel_geometry(s, ws, ne);
     const int check_dmin = s->dmin_m > 0.0;
     int n = 0, e = 0;
+    if (ov == 1 && s->thicksteps == 1 && s->thick_m == 0.0 && !check_dmin && !s->oversample_polar &&
+        !s->oversample_omega && !s->oversample_thick && s->n_sources > 0) {
+        /* one sub-pixel per pixel, every source counting: the rules of the
+         * loop below reduce to the first source's polarization (a loop of
+         * its own, into par, which a sensor of no thickness does not use),
+         * the sub-pixel's solid angle and a weight of 1 */
+        double *restrict polar = ws->par;
+        if (!s->nopolar)
+            for (int q = 0; q < ne; ++q) {
+                const double d[3] = { ws->px[q], ws->py[q], ws->pz[q] };
+                polar[q] = polarization_factor(s->polarization, ws->src, d);
+            }
+        for (int fp = f0; fp < f1; ++fp, ++e) {
+            if (ws->pix_n[fp - f0] < 0) { --e; continue; }
+            const double d[3] = { ws->px[e], ws->py[e], ws->pz[e] };
+            pixel_factors pf = { ws->om[e], s->nopolar ? 1.0 : polar[e], 1.0, 0.0 + ws->om[e] };
+            scattering_vectors(ws, s->n_sources, d, 1.0, n);
+            n += s->n_sources;
+            ws->pfs[fp - f0] = pf;
+            rr->omega_sum += pf.omega_sum;
+            ws->pix_n[fp - f0] = s->n_sources;
+        }
+        return n;
+    }
     for (int fp = f0; fp < f1; ++fp) {
         if (ws->pix_n[fp - f0] < 0) continue;
         int start = n;
