@@ -458,3 +458,58 @@ def kernel_levels():
 
 
 _LEVELS = None
+
+
+# ------------------------------------------------------ differential runs --
+# tests/test_differential*.py: random valid combinations, ours against reference binaries
+DIFF_CASES = int(os.environ.get("NANOBRAGG_DIFF_CASES", "40"))
+DIFF_SEED = int(os.environ.get("NANOBRAGG_DIFF_SEED", "1"))
+
+
+def differential_run(draw, compare, cases, seed=DIFF_SEED, start=0, jobs=1, report=None):
+    """compare(draw(i, seed)) for i in start .. start+cases-1, jobs at a time.
+    compare returns [] for a match, the list of problems, or None when the
+    reference crashed (no verdict).  Returns (mismatches as (combination,
+    problems) pairs, crash count); report(line), if given, hears each as it
+    comes."""
+    from concurrent.futures import ThreadPoolExecutor
+    combos = [draw(i, seed) for i in range(start, start + cases)]
+    bad, crashed = [], 0
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for combo, problems in zip(combos, pool.map(compare, combos)):
+            if problems is None:
+                crashed += 1
+                if report:
+                    report(f"REFERENCE CRASHED {combo!r}")
+            elif problems:
+                bad.append((combo, problems))
+                if report:
+                    report(f"MISMATCH {combo!r}\n    " + "\n    ".join(problems))
+    return bad, crashed
+
+
+def assert_differential_match(draw, compare, cases=DIFF_CASES):
+    bad, _ = differential_run(draw, compare, cases)
+    assert not bad, f"{len(bad)} of {cases} combinations differ:\n" + "\n".join(
+        f"{combo!r}\n    " + "\n    ".join(problems) for combo, problems in bad[:10])
+
+
+def differential_main(argv, doc, draw, compare, reference_ok, missing):
+    """The command line of a differential test: --cases, --start, --seed,
+    --jobs; missing: what to say when reference_ok() is false."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--cases", type=int, default=DIFF_CASES)
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=DIFF_SEED)
+    ap.add_argument("--jobs", type=int, default=1)
+    args = ap.parse_args(argv)
+    if not reference_ok():
+        print(missing, file=sys.stderr)
+        return 2
+    bad, crashed = differential_run(draw, compare, args.cases, args.seed, args.start, args.jobs,
+                                    report=lambda line: print(line, flush=True))
+    crash_note = f"; the reference crashed on {crashed} more" if crashed else ""
+    print(f"{args.cases - len(bad) - crashed} of {args.cases - crashed} combinations match the reference "
+          f"(seed {args.seed}, from {args.start}{crash_note})")
+    return 1 if bad else 0

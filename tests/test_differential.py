@@ -26,7 +26,6 @@ how many combinations pytest draws and from which seed.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
@@ -42,8 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import goldenlib  # noqa: E402
 
 REFERENCE = os.environ.get("NANOBRAGG_REFERENCE", "")
-CASES = int(os.environ.get("NANOBRAGG_DIFF_CASES", "40"))
-SEED = int(os.environ.get("NANOBRAGG_DIFF_SEED", "1"))
+SEED = goldenlib.DIFF_SEED
 MAX_SAMPLES = 250          # steps per pixel (sub-pixels x layers x sources x phi x mosaic), for speed
 
 OUTPUT_NAMES = {"float.bin": "-floatfile", "int.img": "-intfile", "noise.img": "-noisefile", "image.pgm": "-pgmfile"}
@@ -398,36 +396,12 @@ def test_generator_is_deterministic_and_covers_the_options():
 
 @needs_reference
 def test_random_combinations_match_the_reference():
-    failures = []
-    for i in range(CASES):
-        combo = draw(i)
-        problems = compare(combo)
-        if problems:
-            failures.append(f"{combo!r}\n    " + "\n    ".join(problems))
-    assert not failures, f"{len(failures)} of {CASES} combinations differ:\n" + "\n".join(failures[:10])
+    goldenlib.assert_differential_match(draw, compare)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", type=int, default=CASES)
-    ap.add_argument("--start", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=SEED)
-    ap.add_argument("--jobs", type=int, default=1)
-    args = ap.parse_args(argv)
-    if not _reference_ok():
-        print("NANOBRAGG_REFERENCE must name the reference nanoBragg binary", file=sys.stderr)
-        return 2
-    from concurrent.futures import ThreadPoolExecutor
-    combos = [draw(i, args.seed) for i in range(args.start, args.start + args.cases)]
-    bad = 0
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for combo, problems in zip(combos, pool.map(compare, combos)):
-            if problems:
-                bad += 1
-                print(f"MISMATCH {combo!r}\n    " + "\n    ".join(problems), flush=True)
-    print(f"{args.cases - bad} of {args.cases} combinations match the reference (seed {args.seed}, "
-          f"from {args.start})")
-    return 1 if bad else 0
+    return goldenlib.differential_main(argv, __doc__, draw, compare, _reference_ok,
+                                       "NANOBRAGG_REFERENCE must name the reference nanoBragg binary")
 
 
 if __name__ == "__main__":

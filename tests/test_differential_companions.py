@@ -32,7 +32,6 @@ how many combinations pytest draws and from which seed.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import shutil
@@ -49,8 +48,7 @@ import goldenlib  # noqa: E402
 import test_companions_golden as cg  # noqa: E402
 
 REFERENCE_DIR = os.environ.get("NANOBRAGG_COMPANIONS_REFERENCE", "")
-CASES = int(os.environ.get("NANOBRAGG_DIFF_CASES", "40"))
-SEED = int(os.environ.get("NANOBRAGG_DIFF_SEED", "1"))
+SEED = goldenlib.DIFF_SEED
 PROGRAMS = ("nonBragg", "noisify", "float_add")
 # the golden float inputs and their sizes (fast, slow)
 FLOATS = {"spots.bin": (128, 128), "water.bin": (128, 128), "floatimage.bin": (128, 128), "hdr80.bin": (100, 80)}
@@ -400,40 +398,12 @@ def test_generator_is_deterministic_and_covers_the_options():
 
 @needs_reference
 def test_random_combinations_match_the_reference():
-    failures = []
-    for i in range(CASES):
-        combo = draw(i)
-        problems = compare(combo)
-        if problems:               # None: the reference crashed, no verdict
-            failures.append(f"{combo!r}\n    " + "\n    ".join(problems))
-    assert not failures, f"{len(failures)} of {CASES} combinations differ:\n" + "\n".join(failures[:10])
+    goldenlib.assert_differential_match(draw, compare)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", type=int, default=CASES)
-    ap.add_argument("--start", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=SEED)
-    ap.add_argument("--jobs", type=int, default=1)
-    args = ap.parse_args(argv)
-    if not _reference_ok():
-        print("NANOBRAGG_COMPANIONS_REFERENCE must name a folder of reference nonBragg, noisify and float_add",
-              file=sys.stderr)
-        return 2
-    from concurrent.futures import ThreadPoolExecutor
-    combos = [draw(i, args.seed) for i in range(args.start, args.start + args.cases)]
-    bad = crashed = 0
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for combo, problems in zip(combos, pool.map(compare, combos)):
-            if problems is None:
-                crashed += 1
-                print(f"REFERENCE CRASHED {combo!r}", flush=True)
-            elif problems:
-                bad += 1
-                print(f"MISMATCH {combo!r}\n    " + "\n    ".join(problems), flush=True)
-    print(f"{args.cases - bad - crashed} of {args.cases - crashed} combinations match the reference (seed "
-          f"{args.seed}, from {args.start}; the reference crashed on {crashed} more)")
-    return 1 if bad else 0
+    return goldenlib.differential_main(argv, __doc__, draw, compare, _reference_ok,
+                                       "NANOBRAGG_COMPANIONS_REFERENCE must name a folder of reference nonBragg, noisify and float_add")
 
 
 if __name__ == "__main__":
