@@ -9,6 +9,7 @@ side, a huge crystal, mosaic spread, dispersion, sub-pixels, a background
 and a ROI, no structure-factor grid.  Each is rendered with skipping off
 and on; the cases meant to skip must skip, or the check would be empty.
 """
+import os
 import subprocess
 
 import numpy as np
@@ -152,3 +153,49 @@ def test_bound_sees_default_F_beyond_the_grid():
     off, on = _render(params, False), _render(params, True)
     check_skipped(off, on, "grid edges")
     assert on.stats["pixels_skipped"] > 0
+
+
+REFERENCE = os.environ.get("NANOBRAGG_REFERENCE", "")
+
+
+def _as_flags(params):
+    """The command-line form of a CASES entry (hkl written to P1.hkl)."""
+    names = {"wavelength": "-lambda", "interpolate": None, "mosaic_domains": "-mosaic_dom", "mosaic": "-mosaic"}
+    flags = ["-nointerpolate"]
+    for key, value in params.items():
+        if key in ("interpolate", "hkl"):
+            continue
+        flag = names.get(key, "-" + key)
+        values = value if isinstance(value, tuple) else (value,)
+        flags += [flag] + [str(v) for v in values]
+    if "hkl" in params:
+        flags += ["-hkl", "P1.hkl"]
+    return flags
+
+
+@pytest.mark.skipif(not (REFERENCE and os.access(REFERENCE, os.X_OK)),
+                    reason="set NANOBRAGG_REFERENCE to a reference nanoBragg binary you built (see golden/README.md) "
+                           "to compare skipped renders against it")
+@pytest.mark.parametrize("name", [n for n in CASES if n != "huge_N"])
+def test_skipped_renders_match_the_reference(name, tmp_path):
+    """The command with -nonoise (skipping on) against the reference, by the
+    golden rules for the float and int images."""
+    extra, must_skip = CASES[name]
+    params = dict(BASE, **extra)
+    out = {}
+    for prog, cmd in (("ours", goldenlib.nanobragg_command()), ("ref", [REFERENCE])):
+        d = tmp_path / prog
+        d.mkdir()
+        if "hkl" in params:
+            np.savetxt(d / "P1.hkl", params["hkl"], fmt="%d %d %d %.6g")
+        proc = subprocess.run(cmd + _as_flags(params) + ["-nonoise", "-floatfile", "float.bin", "-intfile", "int.img",
+                                                         "-nopgm"], cwd=d, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode()
+        out[prog] = ((d / "float.bin").read_bytes(), (d / "int.img").read_bytes())
+    problems = goldenlib.compare_float(out["ours"][0], out["ref"][0], BASE["detpixels"])
+    problems += goldenlib.compare_smv(out["ours"][1], out["ref"][1], "int.img")
+    assert not problems, problems
+    if must_skip and "water" not in extra:      # skipped pixels are 0 (with water: the background)
+        ours = np.frombuffer(out["ours"][0], np.float32)
+        assert np.count_nonzero(ours == 0) > np.count_nonzero(np.frombuffer(out["ref"][0], np.float32) == 0)
