@@ -360,44 +360,105 @@ static int pick_kernel(const nb_kernel_isa **isa, char *err, size_t errlen)
     return NB_OK;
 }
 
+/* One row's share of the image statistics.  The rows are summed in
+ * parallel and combined in row order, so the result does not depend on
+ * the team; min and max keep the serial scan's rules (the first wanted
+ * pixel starts the minimum, NaN included; a maximum is the first pixel
+ * above 0 and above every pixel before it). */
+typedef struct {
+    long n, nonfinite, roi_n;
+    double sum, sumsqr, dev;
+    double first, min_serial;     /* the first wanted pixel; the serial minimum from it */
+    double min_numbers;           /* the smallest non-NaN pixel (first of equals) */
+    int has_number;
+    double max;                   /* 0 if none above 0 */
+    int max_fp;
+} row_stats;
+
+static void row_stats_scan(const nb_setup *s, const uint16_t *mask, const float *image, int sp, row_stats *r)
+{
+    memset(r, 0, sizeof *r);
+    r->max_fp = -1;
+    const float *row = image + (size_t)sp * s->fpixels;
+    for (int fp = 0; fp < s->fpixels; ++fp) {
+        if (!nb_pixel_wanted(s, mask, fp, sp)) continue;
+        double v = row[fp];
+        if (!isfinite(v)) ++r->nonfinite;
+        if (r->n == 0) r->first = r->min_serial = v;
+        else if (v < r->min_serial) r->min_serial = v;
+        if (v == v && (!r->has_number || v < r->min_numbers)) { r->min_numbers = v; r->has_number = 1; }
+        if (v > r->max) { r->max = v; r->max_fp = fp; }
+        r->sum += v;
+        r->sumsqr += v * v;
+        ++r->n;
+    }
+}
+
 static void compute_stats(const nb_setup *s, const uint16_t *mask, const float *image, nb_stats *st)
 {
     const int ov = s->oversample;
+    row_stats *rows = malloc((size_t)s->spixels * sizeof *rows);
+    row_stats one;
+    const int parallel = rows != NULL && (double)s->fpixels * s->spixels > 1e6;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int sp = 0; sp < (rows ? s->spixels : 0); ++sp) row_stats_scan(s, mask, image, sp, &rows[sp]);
     double sum = 0.0, sumsqr = 0.0;
     long n = 0;
     st->max_I = 0.0;
     st->min_I = 0.0;
-    for (int sp = 0; sp < s->spixels; ++sp)
-        for (int fp = 0; fp < s->fpixels; ++fp) {
-            if (!nb_pixel_wanted(s, mask, fp, sp)) continue;
-            double v = image[(size_t)sp * s->fpixels + fp];
-            if (!isfinite(v)) ++st->nonfinite_pixels;
-            if (n == 0 || v < st->min_I) st->min_I = v;
-            if (v > st->max_I) {
-                /* reported at the centre of the pixel's last sub-pixel */
-                st->max_I = v;
-                st->max_I_x_m = s->subpixel_m * (fp * ov + ov - 1) + s->subpixel_m / 2.0;
-                st->max_I_y_m = s->subpixel_m * (sp * ov + ov - 1) + s->subpixel_m / 2.0;
-            }
-            sum += v;
-            sumsqr += v * v;
-            ++n;
+    for (int sp = 0; sp < s->spixels; ++sp) {
+        row_stats *r = rows ? &rows[sp] : &one;
+        if (!rows) row_stats_scan(s, mask, image, sp, r);
+        if (r->n == 0) continue;
+        st->nonfinite_pixels += r->nonfinite;
+        if (n == 0) st->min_I = r->min_serial;
+        else if (r->has_number && r->min_numbers < st->min_I) st->min_I = r->min_numbers;
+        if (r->max > st->max_I) {
+            /* reported at the centre of the pixel's last sub-pixel */
+            st->max_I = r->max;
+            st->max_I_x_m = s->subpixel_m * (r->max_fp * ov + ov - 1) + s->subpixel_m / 2.0;
+            st->max_I_y_m = s->subpixel_m * (sp * ov + ov - 1) + s->subpixel_m / 2.0;
         }
+        sum += r->sum;
+        sumsqr += r->sumsqr;
+        n += r->n;
+    }
     st->pixels_rendered = n;
     long denom = n <= 0 ? 1 : n;
     st->mean = sum / denom;
     if (n <= 1) n = 2;
     st->rms = sqrt(sumsqr / (n - 1));
     /* the deviation runs over the whole ROI, masked pixels (zero) included */
+    const double mean = st->mean;
     double dev = 0.0;
     long m = 0;
-    for (int sp = 0; sp < s->spixels; ++sp)
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int sp = 0; sp < (rows ? s->spixels : 0); ++sp) {
+        row_stats *r = &rows[sp];
+        r->dev = 0.0;
+        r->roi_n = 0;
+        const float *row = image + (size_t)sp * s->fpixels;
         for (int fp = 0; fp < s->fpixels; ++fp) {
             if (!nb_in_roi(s, fp, sp)) continue;
-            double d = image[(size_t)sp * s->fpixels + fp] - st->mean;
+            double d = row[fp] - mean;
+            r->dev += d * d;
+            ++r->roi_n;
+        }
+    }
+    for (int sp = 0; sp < s->spixels; ++sp) {
+        if (rows) {
+            dev += rows[sp].dev;
+            m += rows[sp].roi_n;
+            continue;
+        }
+        for (int fp = 0; fp < s->fpixels; ++fp) {      /* no memory for the rows: one pass, in order */
+            if (!nb_in_roi(s, fp, sp)) continue;
+            double d = image[(size_t)sp * s->fpixels + fp] - mean;
             dev += d * d;
             ++m;
         }
+    }
+    free(rows);
     if (m <= 1) m = 2;
     st->rmsd = sqrt(dev / (m - 1));
 }
