@@ -199,3 +199,61 @@ def test_skipped_renders_match_the_reference(name, tmp_path):
     if must_skip and "water" not in extra:      # skipped pixels are 0 (with water: the background)
         ours = np.frombuffer(out["ours"][0], np.float32)
         assert np.count_nonzero(ours == 0) > np.count_nonzero(np.frombuffer(out["ref"][0], np.float32) == 0)
+
+
+def _random_case(seed):
+    """A random render on which skipping may engage: a sizeable crystal,
+    fine phi steps, and a draw of the options that change the samples, the
+    weights or the geometry."""
+    rng = np.random.default_rng(seed)
+    cell = tuple(rng.uniform(20, 80, 3)) + tuple(rng.uniform(70, 110, 3))
+    p = dict(cell=cell, misset=tuple(rng.uniform(-180, 180, 3)), wavelength=rng.uniform(0.8, 1.5),
+             distance=rng.uniform(50, 200), detpixels=int(rng.integers(32, 80)), pixel=rng.uniform(0.1, 0.4),
+             phi=rng.uniform(-10, 10), osc=rng.uniform(0.001, 0.2), phisteps=int(rng.integers(5, 16)),
+             interpolate=False, hkl=_random_hkl(int(rng.integers(1 << 30)), span=int(rng.integers(4, 14))))
+    for axis in ("Na", "Nb", "Nc"):
+        p[axis] = int(rng.choice([1, 5, 20, 60, 150]))
+    if rng.random() < 0.3:
+        p["default_F"] = float(10 ** rng.uniform(-2, 2))
+    if rng.random() < 0.3:
+        p.update(mosaic=rng.uniform(0, 0.5), mosaic_domains=int(rng.integers(1, 4)), mosaic_seed=int(rng.integers(1, 99)))
+    if rng.random() < 0.3:
+        p.update(dispersion=rng.uniform(0, 5), dispsteps=int(rng.integers(1, 4)))
+    if rng.random() < 0.3:
+        p.update(divergence=rng.uniform(0, 0.2), divsteps=int(rng.integers(1, 3)))
+    if rng.random() < 0.4:
+        p["oversample"] = int(rng.integers(1, 4))
+    if rng.random() < 0.2:
+        p["twotheta"] = rng.uniform(-30, 30)
+    if rng.random() < 0.15:
+        p["curved_det"] = True
+    if rng.random() < 0.15:
+        p["point_pixel"] = True
+    if rng.random() < 0.2:
+        p["polar"] = rng.uniform(-1, 1)
+    if rng.random() < 0.2:
+        p["water"] = rng.uniform(0, 100)
+    if rng.random() < 0.2:
+        p.update(detector_thick=rng.uniform(0.01, 0.5), detector_thicksteps=int(rng.integers(1, 3)),
+                 detector_abs=rng.uniform(50, 500))
+    if rng.random() < 0.2:
+        n = p["detpixels"]
+        p["roi"] = (int(rng.integers(0, n // 2)), int(rng.integers(n // 2, n)), int(rng.integers(0, n // 2)),
+                    int(rng.integers(n // 2, n)))
+    return p
+
+
+FUZZ_CASES = int(os.environ.get("NANOBRAGG_SKIP_FUZZ_CASES", "16"))
+
+
+@pytest.mark.parametrize("seed", range(FUZZ_CASES))
+def test_random_renders_keep_the_promise(seed):
+    params = _random_case(seed)
+    off, on = _render(params, False), _render(params, True)
+    check_skipped(off, on, f"seed {seed}: {params}")
+
+
+def test_random_renders_do_skip():
+    """The random draw above must reach skipping, or it checks nothing."""
+    skipped = sum(_render(_random_case(seed), True).stats["pixels_skipped"] > 0 for seed in range(FUZZ_CASES))
+    assert skipped >= FUZZ_CASES // 4, f"only {skipped} of {FUZZ_CASES} random renders skipped"
