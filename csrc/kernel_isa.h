@@ -32,6 +32,10 @@ typedef struct {
     double *pair_F;
     double h_lo, h_hi, k_lo, k_hi, l_lo, l_hi, h_stride, k_stride;
     double abs_default_F, F_max;
+    /* gauss and tophat spots: a lower bound of |dh a* + dk b* + dl c*|^2 /
+     * (dh^2 + dk^2 + dl^2), the smallest eigenvalue of the reciprocal
+     * axes' Gram matrix (1/A^2) */
+    double gram_min;
 } nb_skip_tables;
 
 /* the passes of a render (kernel.c runs them, body.c's render_row obeys) */

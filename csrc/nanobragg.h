@@ -286,7 +286,8 @@ typedef struct nb_render_opts {
      * (docs/skipping.md).  Only for images no noise is drawn from: a
      * skipped pixel moves by up to that fraction, and a noise image drawn
      * from it no longer follows the reference's.  Ignored with a noise
-     * stream, interpolation and every spot shape but the square one. */
+     * stream, with interpolation, and for a square crystal of a
+     * non-integral number of cells. */
     int skip_negligible;
 } nb_render_opts;
 /* a tenth of the golden rule's absolute term (1e-6 of the peak) */

@@ -6,7 +6,11 @@
  *
  * For the square crystal |sin(N pi h) / sin(pi h)| <= min(N, 1/(2t)), t
  * the distance of h from the nearest integer (Jordan's inequality
- * sin(pi t) >= 2t on [0, 1/2]); this holds for integral N only.  Over a
+ * sin(pi t) >= 2t on [0, 1/2]); this holds for integral N only.  The other
+ * shapes depend on the offsets t from the nearest node: round spots through
+ * |3 (sin x - x cos x) / x^3| <= min(1, 3 (1 + x) / x^3), Gaussian and
+ * tophat ones through the reciprocal distance, at least the smallest
+ * eigenvalue of the reciprocal axes' Gram matrix times |t|^2.  Over a
  * block of orientations h moves within radius |S| of the block centre's
  * a_c.S, and the structure factor is one of at most two nodes per axis.
  */
@@ -124,14 +128,49 @@ static int build_pairs(const nb_setup *s, const nb_hkl *g, int have_grid, nb_ski
     return NB_OK;
 }
 
+/* the smallest eigenvalue of the symmetric 3x3 matrix g (the closed form
+ * for three real roots), less a margin for its rounding; 0 if not positive */
+static double smallest_eigenvalue(const double g[3][3])
+{
+    double p1 = g[0][1] * g[0][1] + g[0][2] * g[0][2] + g[1][2] * g[1][2];
+    double q = (g[0][0] + g[1][1] + g[2][2]) / 3.0;
+    double p2 = (g[0][0] - q) * (g[0][0] - q) + (g[1][1] - q) * (g[1][1] - q) + (g[2][2] - q) * (g[2][2] - q) + 2 * p1;
+    double p = sqrt(p2 / 6.0);
+    double lo;
+    if (p == 0.0) {
+        lo = q;                   /* a multiple of the identity */
+    } else {
+        double b[3][3];
+        for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) b[i][j] = (g[i][j] - (i == j ? q : 0.0)) / p;
+        double det = b[0][0] * (b[1][1] * b[2][2] - b[1][2] * b[2][1]) - b[0][1] * (b[1][0] * b[2][2] - b[1][2] * b[2][0])
+                   + b[0][2] * (b[1][0] * b[2][1] - b[1][1] * b[2][0]);
+        double r = det / 2.0;
+        double phi = r <= -1.0 ? M_PI / 3.0 : r >= 1.0 ? 0.0 : acos(r) / 3.0;
+        lo = q + 2.0 * p * cos(phi + 2.0 * M_PI / 3.0);
+    }
+    /* the closed form loses ~1e-16 of the largest eigenvalue (<= 3 q) */
+    lo -= 1e-9 * 3.0 * fabs(q);
+    return lo > 0.0 ? lo : 0.0;
+}
+
 int nb_skip_tables_build(const nb_setup *s, const nb_hkl *hkl, int have_grid, const nb_orientations *o,
                          nb_skip_tables *t)
 {
     memset(t, 0, sizeof *t);
-    if (s->xtal_shape != NB_SHAPE_SQUARE || o->n <= 0) return NB_EINVAL;
-    if (!integral_cells(s->Na) || !integral_cells(s->Nb) || !integral_cells(s->Nc)) return NB_EINVAL;
-    /* one cell on every axis: F_latt = 1, nothing to gain */
-    if (s->Na == 1.0 && s->Nb == 1.0 && s->Nc == 1.0) return NB_EINVAL;
+    if (o->n <= 0) return NB_EINVAL;
+    if (s->xtal_shape == NB_SHAPE_SQUARE) {
+        if (!integral_cells(s->Na) || !integral_cells(s->Nb) || !integral_cells(s->Nc)) return NB_EINVAL;
+        /* one cell on every axis: F_latt = 1, nothing to gain */
+        if (s->Na == 1.0 && s->Nb == 1.0 && s->Nc == 1.0) return NB_EINVAL;
+    } else if (!(s->fudge > 0.0) || !(s->Na > 0.0 && s->Nb > 0.0 && s->Nc > 0.0)) {
+        return NB_EINVAL;
+    }
+    const double *ax[3] = { s->a_star, s->b_star, s->c_star };
+    double g[3][3];
+    for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) g[i][j] = ax[i][0] * ax[j][0] + ax[i][1] * ax[j][1] + ax[i][2] * ax[j][2];
+    t->gram_min = smallest_eigenvalue(g);
     int rc = build_blocks(o, t);
     if (rc == NB_OK) rc = build_pairs(s, hkl, have_grid, t);
     if (rc != NB_OK) nb_skip_tables_free(t);

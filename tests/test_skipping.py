@@ -44,6 +44,10 @@ CASES = {
     "water_roi": (dict(hkl=_random_hkl(6), water=50, roi=(10, 80, 5, 90)), True),
     "no_grid": (dict(default_F=30, cell=(20, 20, 20, 90, 90, 90), N=80), True),
     "triclinic_na_nb_nc": (dict(hkl=_random_hkl(7), cell=(37, 45, 52, 80, 95, 105), Na=30, Nb=53, Nc=1), True),
+    "round_spots": (dict(hkl=_random_hkl(13), round_xtal=True), True),
+    "gauss_spots": (dict(hkl=_random_hkl(14), gauss_xtal=True, N=8), True),
+    "tophat_spots": (dict(hkl=_random_hkl(15), tophat_spots=True, N=8, cell=(37, 45, 52, 80, 95, 105)), True),
+    "gauss_fudge": (dict(hkl=_random_hkl(16), gauss_xtal=True, fudge=0.3, Na=6, Nb=11, Nc=9), True),
 }
 
 
@@ -100,11 +104,11 @@ def test_skipping_does_not_depend_on_the_thread_count(name, monkeypatch):
 
 def test_skipping_is_off_where_it_cannot_help_or_must_not_run():
     """auto (the default) is off in simulate(), whose Result may still draw
-    noise; other spot shapes, interpolation and the step path never skip."""
+    noise; interpolation and the step path never skip."""
     params = dict(BASE, hkl=_random_hkl(9))
     plain = simulate(**params)
     assert plain.stats["pixels_skipped"] == 0
-    for extra in (dict(round_xtal=True), dict(gauss_xtal=True), dict(interpolate=True, N=2)):
+    for extra in (dict(interpolate=True, N=2),):
         assert _render(dict(params, **extra), True).stats["pixels_skipped"] == 0, extra
     assert _render(dict(params, phisteps=1), True).stats["pixels_skipped"] == 0   # one step: no gain
 
@@ -166,6 +170,9 @@ def _as_flags(params):
         if key in ("interpolate", "hkl"):
             continue
         flag = names.get(key, "-" + key)
+        if value is True:                  # a switch
+            flags.append(flag)
+            continue
         values = value if isinstance(value, tuple) else (value,)
         flags += [flag] + [str(v) for v in values]
     if "hkl" in params:
@@ -223,6 +230,11 @@ def _random_case(seed):
         p.update(divergence=rng.uniform(0, 0.2), divsteps=int(rng.integers(1, 3)))
     if rng.random() < 0.4:
         p["oversample"] = int(rng.integers(1, 4))
+    shape = rng.choice(["square", "square", "round", "gauss", "tophat"])
+    if shape != "square":
+        p[f"{shape}_xtal" if shape != "tophat" else "tophat_spots"] = True
+        if rng.random() < 0.3:
+            p["fudge"] = rng.uniform(0.2, 3)
     if rng.random() < 0.2:
         p["twotheta"] = rng.uniform(-30, 30)
     if rng.random() < 0.15:

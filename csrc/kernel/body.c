@@ -916,10 +916,10 @@ static double pixel_in_order(const nb_kernel_ctx *k, const workspace *ws, int st
 
 /* ---------------------------------------------------------- skipping --
  * The bound of docs/skipping.md: for each block of orientations, h lies
- * within rh of the block centre's hc on every step, so |F_latt| <= the
- * product of min(N, 1/(2t)) over the axes (t: the distance of that
- * interval from the nearest integer) and |F_cell| <= the largest |F| of
- * the nodes it can round to. */
+ * within rh of the block centre's hc on every step, so |F_latt| is bounded
+ * through t, the distance of that interval from the nearest integer (for
+ * the square crystal the product of min(N, 1/(2t)) over the axes), and
+ * |F_cell| <= the largest |F| of the nodes it can round to. */
 
 /* min(N, 1/(2t)) with t = dist(hc, Z) - r <= 1/2 (so 1 for one cell, an
  * axis the reference skips); NaN stays NaN, so that such a pixel is summed */
@@ -931,12 +931,46 @@ NB_ALWAYS_INLINE double axis_bound(double hc, double r, double N)
     return t != t ? t : v;
 }
 
+/* the least distance from the nearest node on one axis over [hc - r, hc + r]
+ * (round, Gaussian and tophat spots); NaN stays NaN */
+NB_ALWAYS_INLINE double node_distance(double hc, double r)
+{
+    double t = fabs(hc - nb_rint(hc)) - r;
+    return t > 0.0 ? t : (t != t ? t : 0.0);
+}
+
+/* an upper bound of F_latt^2 for one sample and block, by spot shape (see
+ * accumulate_orientation for the forms it bounds) */
+NB_ALWAYS_INLINE double lattice_sqr_bound(const int shape, double h, double kk, double l, double rh, double rk,
+                                          double rl, double Na, double Nb, double Nc, double fudge, double gram_min)
+{
+    if (shape == NB_SHAPE_SQUARE) {
+        double lat = axis_bound(h, rh, Na) * axis_bound(kk, rk, Nb) * axis_bound(l, rl, Nc);
+        return lat * lat;
+    }
+    const double NNN = Na * Nb * Nc;
+    double th = node_distance(h, rh), tk = node_distance(kk, rk), tl = node_distance(l, rl);
+    if (shape == NB_SHAPE_ROUND) {
+        /* |3 (sin x - x cos x) / x^3| <= min(1, 3 (1 + x) / x^3); the
+         * kernel's forms are within 1e-9 of it */
+        double x = M_PI * sqrt((th * th * Na * Na + tk * tk * Nb * Nb + tl * tl * Nc * Nc) * fudge);
+        double env = 3.0 * (1.0 + x) / (x * x * x);
+        double f = NNN * 0.723601254558268 * (env < 1.0 ? env : 1.0) * (1.0 + 1e-9);
+        return x != x ? x : f * f;
+    }
+    /* the reciprocal distance squared, at least gram_min |t|^2 */
+    double rad = gram_min * (th * th + tk * tk + tl * tl) * (NNN * NNN) * fudge;
+    if (shape == NB_SHAPE_GAUSS) return NNN * NNN * exp_poly(-2.0 * rad / 0.63) * (1.0 + 1e-9);
+    return rad != rad ? rad : rad < 0.3969 ? NNN * NNN : 0.0;
+}
+
 /* U[e] >= the sum over every orientation of F_latt^2 F_cell^2 of sample e */
-static void lattice_bounds(const nb_kernel_ctx *k, const workspace *ws, int n, double *restrict U)
+NB_ALWAYS_INLINE void lattice_bounds_shape(const int shape, const nb_kernel_ctx *k, const workspace *ws, int n,
+                                           double *restrict U)
 {
     const nb_setup *s = k->s;
     const nb_skip_tables *t = k->skip;
-    const double Na = s->Na, Nb = s->Nb, Nc = s->Nc;
+    const double Na = s->Na, Nb = s->Nb, Nc = s->Nc, fudge = s->fudge, gram_min = t->gram_min;
     const double h_lo = t->h_lo, h_hi = t->h_hi, k_lo = t->k_lo, k_hi = t->k_hi, l_lo = t->l_lo, l_hi = t->l_hi;
     const double h_stride = t->h_stride, k_stride = t->k_stride, dF = t->abs_default_F, F_max = t->F_max;
     const double *restrict pair = t->pair_F;
@@ -959,7 +993,7 @@ static void lattice_bounds(const nb_kernel_ctx *k, const workspace *ws, int n, d
             /* each step's own dot products round differently: 1e-9 (1 + |h|) covers that */
             double rh = ra * len + 1e-9 * (1.0 + fabs(h)), rk = rb * len + 1e-9 * (1.0 + fabs(kk));
             double rl = rc * len + 1e-9 * (1.0 + fabs(l));
-            double lat = axis_bound(h, rh, Na) * axis_bound(kk, rk, Nb) * axis_bound(l, rl, Nc);
+            double lat_sqr = lattice_sqr_bound(shape, h, kk, l, rh, rk, rl, Na, Nb, Nc, fudge, gram_min);
             /* an interval narrower than 1 rounds to at most two nodes per
              * axis, n0 and n0 + 1; to one where it holds no half-integer */
             double h0 = nearest_index(h - rh), k0 = nearest_index(kk - rk), l0 = nearest_index(l - rl);
@@ -977,8 +1011,28 @@ static void lattice_bounds(const nb_kernel_ctx *k, const workspace *ws, int n, d
             double F_pair = pair[idx] * in + dF * (1.0 - in);
             double F_one = fabs(F[node]) * on_grid + dF * (1.0 - on_grid);
             double Fb = ((F_one * one + F_pair * (1.0 - one)) * narrow + F_max * (1.0 - narrow));
-            U[e] += count * (lat * lat) * (Fb * Fb);
+            U[e] += count * lat_sqr * (Fb * Fb);
         }
+    }
+}
+
+/* one loop per shape, each vectorised on its own */
+#define NB_BOUNDS_FN(shape, name)                                                                        \
+    __attribute__((noinline)) static void name(const nb_kernel_ctx *k, const workspace *ws, int n,       \
+                                               double *restrict U)                                      \
+    { lattice_bounds_shape(shape, k, ws, n, U); }
+NB_BOUNDS_FN(NB_SHAPE_SQUARE, bounds_square)
+NB_BOUNDS_FN(NB_SHAPE_ROUND, bounds_round)
+NB_BOUNDS_FN(NB_SHAPE_GAUSS, bounds_gauss)
+NB_BOUNDS_FN(NB_SHAPE_TOPHAT, bounds_tophat)
+
+static void lattice_bounds(const nb_kernel_ctx *k, const workspace *ws, int n, double *restrict U)
+{
+    switch (k->s->xtal_shape) {
+    case NB_SHAPE_ROUND: bounds_round(k, ws, n, U); break;
+    case NB_SHAPE_GAUSS: bounds_gauss(k, ws, n, U); break;
+    case NB_SHAPE_TOPHAT: bounds_tophat(k, ws, n, U); break;
+    default: bounds_square(k, ws, n, U); break;
     }
 }
 
