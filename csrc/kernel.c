@@ -243,17 +243,19 @@ static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uin
     double stage_tau[NB_STAGE_LAST + 1] = { 0.0 };
     k->skip_code = malloc(pixels);
     k->first_stage_bound = malloc(first_cells * sizeof *k->first_stage_bound);
-    int rc = scratch && k->skip_code && k->first_stage_bound ? NB_OK : NB_ENOMEM;
     *skipped = 0;
-    k->ctl->staged = 1;
-    double peak = 0.0;
-    if (rc == NB_OK) {
-        for (size_t i = 0; i < first_cells; ++i) k->first_stage_bound[i] = NAN;
-        memset(k->skip_code, (unsigned char)NB_SKIP_SUMMED, pixels);
-        k->pass = NB_PASS_PROBE;
-        rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, scratch, opts, NULL);
-        peak = stage_peak(s, image, NB_STAGE_ALL, 1);
+    if (!scratch || !k->skip_code || !k->first_stage_bound) {   /* no room to skip: sum every pixel */
+        free(scratch); free(k->skip_code); free(k->first_stage_bound);
+        k->skip_code = NULL;
+        k->first_stage_bound = NULL;
+        return render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, rows, opts, NULL);
     }
+    k->ctl->staged = 1;
+    for (size_t i = 0; i < first_cells; ++i) k->first_stage_bound[i] = NAN;
+    memset(k->skip_code, (unsigned char)NB_SKIP_SUMMED, pixels);
+    k->pass = NB_PASS_PROBE;
+    int rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, scratch, opts, NULL);
+    double peak = stage_peak(s, image, NB_STAGE_ALL, 1);
     if (rc == NB_OK) {
         k->skip_tau = stage_tau[NB_STAGE_FIRST] = skip_guess[NB_STAGE_FIRST] * NB_SKIP_FRACTION * peak;
         k->pass = NB_PASS_SKIP;
