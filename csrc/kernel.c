@@ -238,7 +238,7 @@ static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uin
 {
     const nb_setup *s = k->s;
     const size_t pixels = (size_t)s->fpixels * s->spixels;
-    const size_t first_cells = (size_t)(s->spixels / 8 + 1) * (size_t)s->fpixels;
+    const size_t first_cells = (size_t)(s->spixels / NB_STAGE_STRIDE + 1) * (size_t)s->fpixels;
     nb_row_result *scratch = calloc((size_t)s->spixels, sizeof *scratch);
     double stage_tau[NB_STAGE_LAST + 1] = { 0.0 };
     k->skip_code = malloc(pixels);

@@ -49,7 +49,8 @@ enum {
  * then the rest; each stage's threshold comes from the peak of what is
  * known before it.  NB_STAGE_ALL: every row. */
 enum { NB_STAGE_ALL = 0, NB_STAGE_FIRST = 1, NB_STAGE_LAST = 2 };
-static inline int nb_stage_of_row(int sp) { return sp % 8 == 0 ? NB_STAGE_FIRST : NB_STAGE_LAST; }
+#define NB_STAGE_STRIDE 8         /* the first stage's rows: every 8th */
+static inline int nb_stage_of_row(int sp) { return sp % NB_STAGE_STRIDE == 0 ? NB_STAGE_FIRST : NB_STAGE_LAST; }
 static inline int nb_row_in_stage(int sp, int stage) { return stage == NB_STAGE_ALL || nb_stage_of_row(sp) == stage; }
 /* the probe sums one pixel in NB_PROBE_STRIDE^2 in full */
 #define NB_PROBE_STRIDE 8
@@ -82,7 +83,7 @@ typedef struct {
     signed char redo_code[NB_STAGE_LAST + 1];  /* NB_PASS_REDO: redo a skipped pixel of a row of stage i whose skip_code is > [i] */
     signed char *skip_code;       /* per pixel (NB_SKIP_*) */
     /* the first stage's skip pass: the bound of each pixel (NaN: not
-     * wanted), row sp at (sp / 8) * fpixels */
+     * wanted), row sp at (sp / NB_STAGE_STRIDE) * fpixels */
     float *first_stage_bound;
 } nb_kernel_ctx;
 

@@ -63,6 +63,16 @@ static int build_blocks(const nb_orientations *o, nb_skip_tables *t)
 /* a NaN structure factor makes its bounds NaN: nothing near it is skipped */
 static double max_or_nan(double x, double y) { return x != x || y != y ? NAN : x > y ? x : y; }
 
+/* dst[o][i][c] = max(src[o][i][c], src[o][i+1][c]): an (outer, n, inner)
+ * array becomes (outer, n-1, inner) */
+static void pair_max_along(const double *src, double *dst, long outer, long n, long inner)
+{
+    for (long o = 0; o < outer; ++o)
+        for (long i = 0; i + 1 < n; ++i)
+            for (long c = 0; c < inner; ++c)
+                dst[(o * (n - 1) + i) * inner + c] = max_or_nan(src[(o * n + i) * inner + c], src[(o * n + i + 1) * inner + c]);
+}
+
 /* the largest |F| of each 2x2x2 cell of nodes, off-grid nodes at
  * |default_F|: one pass of pairwise maxima per axis */
 static int build_pairs(const nb_setup *s, const nb_hkl *g, int have_grid, nb_skip_tables *t)
@@ -97,27 +107,10 @@ static int build_pairs(const nb_setup *s, const nb_hkl *g, int have_grid, nb_ski
                 a[(i * nk + j) * nl + m] = f;
                 t->F_max = max_or_nan(t->F_max, f);
             }
-    /* along l into b: (nh, nk, nl-1) */
-    for (long i = 0; i < nh; ++i)
-        for (long j = 0; j < nk; ++j)
-            for (long m = 0; m + 1 < nl; ++m) {
-                double x = a[(i * nk + j) * nl + m], y = a[(i * nk + j) * nl + m + 1];
-                b[(i * nk + j) * (nl - 1) + m] = max_or_nan(x, y);
-            }
-    /* along k into a: (nh, nk-1, nl-1) */
-    for (long i = 0; i < nh; ++i)
-        for (long j = 0; j + 1 < nk; ++j)
-            for (long m = 0; m + 1 < nl; ++m) {
-                double x = b[(i * nk + j) * (nl - 1) + m], y = b[(i * nk + j + 1) * (nl - 1) + m];
-                a[(i * (nk - 1) + j) * (nl - 1) + m] = max_or_nan(x, y);
-            }
-    /* along h into b: (nh-1, nk-1, nl-1) */
-    for (long i = 0; i + 1 < nh; ++i)
-        for (long j = 0; j + 1 < nk; ++j)
-            for (long m = 0; m + 1 < nl; ++m) {
-                double x = a[(i * (nk - 1) + j) * (nl - 1) + m], y = a[((i + 1) * (nk - 1) + j) * (nl - 1) + m];
-                b[(i * (nk - 1) + j) * (nl - 1) + m] = max_or_nan(x, y);
-            }
+    /* pairwise maxima along l, then k, then h: (nh, nk, nl) -> (nh-1, nk-1, nl-1) */
+    pair_max_along(a, b, nh * nk, nl, 1);
+    pair_max_along(b, a, nh, nk, nl - 1);
+    pair_max_along(a, b, 1, nh, (nk - 1) * (nl - 1));
     free(a);
     t->pair_F = b;
     t->h_lo = g->h_min - 1; t->h_hi = g->h_max;

@@ -702,7 +702,8 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
     const int ov = s->oversample;
     const double sub = s->subpixel_m;
     int ne = 0;
-    if (ov == 1 && s->thicksteps == 1) {
+    const int one_subpixel = ov == 1 && s->thicksteps == 1;
+    if (one_subpixel) {
         /* one sub-pixel per pixel: the values of the general loop below */
         const double Se0 = sub * sp + sub / 2.0, Oe0 = 0 * s->thickstep_m;
         for (int fp = f0; fp < f1; ++fp) {
@@ -714,7 +715,7 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
             ne += in;
         }
     }
-    for (int fp = f0; fp < f1 && !(ov == 1 && s->thicksteps == 1); ++fp) {
+    for (int fp = f0; fp < f1 && !one_subpixel; ++fp) {
         if (!pixel_in_pass(k, mask, fp, sp)) { ws->pix_n[fp - f0] = -1; continue; }
         ws->pix_n[fp - f0] = 0;
         for (int t = 0; t < s->thicksteps; ++t)
@@ -728,7 +729,7 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
     subpixel_geometry(s, ws, ne);
     const int check_dmin = s->dmin_m > 0.0;
     int n = 0, e = 0;
-    if (ov == 1 && s->thicksteps == 1 && s->thick_m == 0.0 && !check_dmin && !s->oversample_polar &&
+    if (one_subpixel && s->thick_m == 0.0 && !check_dmin && !s->oversample_polar &&
         !s->oversample_omega && !s->oversample_thick && s->n_sources > 0) {
         /* one sub-pixel per pixel, every source counting: the rules of the
          * loop below reduce to the first source's polarization (a loop of
@@ -921,22 +922,22 @@ static double pixel_in_order(const nb_kernel_ctx *k, const workspace *ws, int st
  * the square crystal the product of min(N, 1/(2t)) over the axes), and
  * |F_cell| <= the largest |F| of the nodes it can round to. */
 
-/* min(N, 1/(2t)) with t = dist(hc, Z) - r <= 1/2 (so 1 for one cell, an
- * axis the reference skips); NaN stays NaN, so that such a pixel is summed */
-NB_ALWAYS_INLINE double axis_bound(double hc, double r, double N)
-{
-    double t = fabs(hc - nb_rint(hc)) - r;
-    double b = 0.5 / t;
-    double v = (t > 0.0 && b < N) ? b : N;
-    return t != t ? t : v;
-}
-
-/* the least distance from the nearest node on one axis over [hc - r, hc + r]
- * (round, Gaussian and tophat spots); NaN stays NaN */
+/* the least distance of [hc - r, hc + r] from the integers (0 if it holds
+ * one); NaN stays NaN, so that such a pixel is summed */
 NB_ALWAYS_INLINE double node_distance(double hc, double r)
 {
     double t = fabs(hc - nb_rint(hc)) - r;
     return t > 0.0 ? t : (t != t ? t : 0.0);
+}
+
+/* min(N, 1/(2t)) with t = node_distance <= 1/2 (so 1 for one cell, an
+ * axis the reference skips) */
+NB_ALWAYS_INLINE double axis_bound(double hc, double r, double N)
+{
+    double t = node_distance(hc, r);
+    double b = 0.5 / t;
+    double v = (t > 0.0 && b < N) ? b : N;
+    return t != t ? t : v;
 }
 
 /* an upper bound of F_latt^2 for one sample and block, by spot shape (see
@@ -1071,7 +1072,7 @@ static int skip_negligible(const nb_kernel_ctx *k, workspace *ws, int sp, int f0
     pixel_bounds(k, ws, f0, f1, n, bound);
     if (k->first_stage_bound)     /* what the next stage would skip: does skipping pay? */
         for (int fp = f0; fp < f1; ++fp)
-            if (ws->pix_n[fp - f0] >= 0) k->first_stage_bound[(size_t)(sp / 8) * k->s->fpixels + fp] = (float)bound[fp - f0];
+            if (ws->pix_n[fp - f0] >= 0) k->first_stage_bound[(size_t)(sp / NB_STAGE_STRIDE) * k->s->fpixels + fp] = (float)bound[fp - f0];
     const double tau = k->skip_tau, inv_tau = 1.0 / k->skip_tau;
     int j = 0, kept = 0;
     for (int fp = f0; fp < f1; ++fp) {
