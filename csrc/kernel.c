@@ -396,6 +396,21 @@ static void row_stats_scan(const nb_setup *s, const uint16_t *mask, const float 
     }
 }
 
+/* the row's share of the deviation from the mean, over the ROI (masked
+ * pixels, zero, included) */
+static void row_deviation(const nb_setup *s, const float *image, int sp, double mean, row_stats *r)
+{
+    r->dev = 0.0;
+    r->roi_n = 0;
+    const float *row = image + (size_t)sp * s->fpixels;
+    for (int fp = 0; fp < s->fpixels; ++fp) {
+        if (!nb_in_roi(s, fp, sp)) continue;
+        double d = row[fp] - mean;
+        r->dev += d * d;
+        ++r->roi_n;
+    }
+}
+
 static void compute_stats(const nb_setup *s, const uint16_t *mask, const float *image, nb_stats *st)
 {
     const int ov = s->oversample;
@@ -430,35 +445,16 @@ static void compute_stats(const nb_setup *s, const uint16_t *mask, const float *
     st->mean = sum / denom;
     if (n <= 1) n = 2;
     st->rms = sqrt(sumsqr / (n - 1));
-    /* the deviation runs over the whole ROI, masked pixels (zero) included */
     const double mean = st->mean;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int sp = 0; sp < (rows ? s->spixels : 0); ++sp) row_deviation(s, image, sp, mean, &rows[sp]);
     double dev = 0.0;
     long m = 0;
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int sp = 0; sp < (rows ? s->spixels : 0); ++sp) {
-        row_stats *r = &rows[sp];
-        r->dev = 0.0;
-        r->roi_n = 0;
-        const float *row = image + (size_t)sp * s->fpixels;
-        for (int fp = 0; fp < s->fpixels; ++fp) {
-            if (!nb_in_roi(s, fp, sp)) continue;
-            double d = row[fp] - mean;
-            r->dev += d * d;
-            ++r->roi_n;
-        }
-    }
     for (int sp = 0; sp < s->spixels; ++sp) {
-        if (rows) {
-            dev += rows[sp].dev;
-            m += rows[sp].roi_n;
-            continue;
-        }
-        for (int fp = 0; fp < s->fpixels; ++fp) {      /* no memory for the rows: one pass, in order */
-            if (!nb_in_roi(s, fp, sp)) continue;
-            double d = image[(size_t)sp * s->fpixels + fp] - mean;
-            dev += d * d;
-            ++m;
-        }
+        row_stats *r = rows ? &rows[sp] : &one;
+        if (!rows) row_deviation(s, image, sp, mean, r);
+        dev += r->dev;
+        m += r->roi_n;
     }
     free(rows);
     if (m <= 1) m = 2;
