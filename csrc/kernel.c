@@ -2,6 +2,7 @@
  * the interpolation fall-back in raster order, the image statistics, and the
  * choice of the compiled kernel (kernel/body.c) for this CPU.
  */
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -377,11 +378,20 @@ typedef struct {
     int max_fp;
 } row_stats;
 
-static void row_stats_scan(const nb_setup *s, const uint16_t *mask, const float *image, int sp, row_stats *r)
+/* the row's wanted pixels when no mask is given: the ROI's columns, or
+ * none (lo > hi) */
+static void roi_columns(const nb_setup *s, int sp, int *lo, int *hi)
+{
+    *lo = s->roi_xmin > 0 ? s->roi_xmin : 0;
+    *hi = s->roi_xmax < s->fpixels - 1 ? s->roi_xmax : s->fpixels - 1;
+    if (sp < s->roi_ymin || sp > s->roi_ymax) *hi = *lo - 1;
+}
+
+/* the serial scan: any mask, any values */
+static void row_stats_serial(const nb_setup *s, const uint16_t *mask, const float *row, int sp, row_stats *r)
 {
     memset(r, 0, sizeof *r);
     r->max_fp = -1;
-    const float *row = image + (size_t)sp * s->fpixels;
     for (int fp = 0; fp < s->fpixels; ++fp) {
         if (!nb_pixel_wanted(s, mask, fp, sp)) continue;
         double v = row[fp];
@@ -396,19 +406,84 @@ static void row_stats_scan(const nb_setup *s, const uint16_t *mask, const float 
     }
 }
 
+/* Sums of x and x^2 over row[lo..hi] in STATS_LANES interleaved partial
+ * sums (a fixed order, so the result is the same on every team), with the
+ * row's float extremes; returns 0 if a value is not finite. */
+#define STATS_LANES 8
+static int row_sums_finite(const float *row, int lo, int hi, double *sum, double *sumsqr, float *min, float *max)
+{
+    double s[STATS_LANES] = { 0 }, q[STATS_LANES] = { 0 };
+    float mn = row[lo], mx = row[lo];
+    int bad = 0, fp = lo;
+    for (; fp + STATS_LANES - 1 <= hi; fp += STATS_LANES)
+        for (int j = 0; j < STATS_LANES; ++j) {
+            float v = row[fp + j];
+            bad |= !(fabsf(v) <= FLT_MAX);
+            mn = v < mn ? v : mn;
+            mx = v > mx ? v : mx;
+            s[j] += v;
+            q[j] += (double)v * v;
+        }
+    for (int j = 0; fp <= hi; ++fp, ++j) {
+        float v = row[fp];
+        bad |= !(fabsf(v) <= FLT_MAX);
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+        s[j] += v;
+        q[j] += (double)v * v;
+    }
+    double ts = 0.0, tq = 0.0;
+    for (int j = 0; j < STATS_LANES; ++j) { ts += s[j]; tq += q[j]; }
+    *sum = ts; *sumsqr = tq; *min = mn; *max = mx;
+    return !bad;
+}
+
+/* With no mask and finite values, the serial scan's rules reduce to the
+ * row's extremes (the maximum at its first pixel); otherwise it runs. */
+static void row_stats_scan(const nb_setup *s, const uint16_t *mask, const float *image, int sp, row_stats *r)
+{
+    const float *row = image + (size_t)sp * s->fpixels;
+    int lo, hi;
+    roi_columns(s, sp, &lo, &hi);
+    float mn, mx;
+    if (mask || lo > hi || !row_sums_finite(row, lo, hi, &r->sum, &r->sumsqr, &mn, &mx)) {
+        row_stats_serial(s, mask, row, sp, r);
+        return;
+    }
+    r->n = hi - lo + 1;
+    r->nonfinite = 0;
+    r->first = row[lo];
+    r->min_serial = r->min_numbers = mn;
+    r->has_number = 1;
+    r->max = 0.0;
+    r->max_fp = -1;
+    if (mx > 0.0f) {
+        r->max = mx;
+        for (r->max_fp = lo; row[r->max_fp] != mx; ++r->max_fp) {}
+    }
+}
+
 /* the row's share of the deviation from the mean, over the ROI (masked
- * pixels, zero, included) */
+ * pixels, zero, included), in interleaved partial sums as above */
 static void row_deviation(const nb_setup *s, const float *image, int sp, double mean, row_stats *r)
 {
-    r->dev = 0.0;
-    r->roi_n = 0;
     const float *row = image + (size_t)sp * s->fpixels;
-    for (int fp = 0; fp < s->fpixels; ++fp) {
-        if (!nb_in_roi(s, fp, sp)) continue;
+    int lo, hi;
+    roi_columns(s, sp, &lo, &hi);
+    double d2[STATS_LANES] = { 0 };
+    int fp = lo;
+    for (; fp + STATS_LANES - 1 <= hi; fp += STATS_LANES)
+        for (int j = 0; j < STATS_LANES; ++j) {
+            double d = row[fp + j] - mean;
+            d2[j] += d * d;
+        }
+    for (int j = 0; fp <= hi; ++fp, ++j) {
         double d = row[fp] - mean;
-        r->dev += d * d;
-        ++r->roi_n;
+        d2[j] += d * d;
     }
+    r->dev = 0.0;
+    for (int j = 0; j < STATS_LANES; ++j) r->dev += d2[j];
+    r->roi_n = hi >= lo ? hi - lo + 1 : 0;
 }
 
 static void compute_stats(const nb_setup *s, const uint16_t *mask, const float *image, nb_stats *st)

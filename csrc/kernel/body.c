@@ -587,6 +587,7 @@ typedef struct {
     int cap, block, vector_ok;
     double *Sx, *Sy, *Sz, *w, *acc, *out;
     pixel_factors *pfs;
+    double *pix_I;                /* per pixel of a block: its sum, then its scaled value */
     int *pix_n;
     signed char *pix_code;        /* NB_PASS_SKIP: each pixel's skip_code */
     source_info *src;
@@ -600,7 +601,7 @@ typedef struct {
 
 /* Kahn polarization factor.  cos(2 psi) with psi = -atan2(y, x) is
  * (x^2 - y^2) / (x^2 + y^2): no trigonometric call (atan2(0, 0) = 0 gives 1). */
-static double polarization_factor(double kahn, const source_info *si, const double *d)
+NB_ALWAYS_INLINE double polarization_factor(double kahn, const source_info *si, const double *d)
 {
     double cos2t = nb_dot(si->inc, d);
     double cos2t_sqr = cos2t * cos2t, sin2t_sqr = 1 - cos2t_sqr, cos2psi = 1.0;
@@ -665,23 +666,40 @@ static void subpixel_geometry(const nb_setup *s, workspace *ws, int ne)
     }
 }
 
+/* a component of S = (d - i) / lambda */
+NB_ALWAYS_INLINE double scattering_component(double d, double inc, double inv_lambda) { return (d - inc) * inv_lambda; }
+
 /* S = (d - i) / lambda for every source, into samples n.. */
-static void scattering_vectors(workspace *ws, int nsrc, const double *d, double w, int n)
+NB_ALWAYS_INLINE void scattering_vectors(workspace *ws, int nsrc, const double *d, double w, int n)
 {
     const double d0 = d[0], d1 = d[1], d2 = d[2];
     const double *restrict ix = ws->src_ix, *restrict iy = ws->src_iy, *restrict iz = ws->src_iz;
     const double *restrict il = ws->src_il;
     double *restrict Sx = ws->Sx + n, *restrict Sy = ws->Sy + n, *restrict Sz = ws->Sz + n, *restrict W = ws->w + n;
     for (int i = 0; i < nsrc; ++i) {
-        Sx[i] = (d0 - ix[i]) * il[i];
-        Sy[i] = (d1 - iy[i]) * il[i];
-        Sz[i] = (d2 - iz[i]) * il[i];
+        Sx[i] = scattering_component(d0, ix[i], il[i]);
+        Sy[i] = scattering_component(d1, iy[i], il[i]);
+        Sz[i] = scattering_component(d2, iz[i], il[i]);
         W[i] = w;
     }
 }
 
+/* with one source: S of sub-pixels 0..ne-1 into samples 0..ne-1, weight 1 */
+static void one_source_vectors(workspace *ws, int ne)
+{
+    const double ix = ws->src_ix[0], iy = ws->src_iy[0], iz = ws->src_iz[0], il = ws->src_il[0];
+    const double *restrict dx = ws->px, *restrict dy = ws->py, *restrict dz = ws->pz;
+    double *restrict Sx = ws->Sx, *restrict Sy = ws->Sy, *restrict Sz = ws->Sz, *restrict W = ws->w;
+    for (int q = 0; q < ne; ++q) {
+        Sx[q] = scattering_component(dx[q], ix, il);
+        Sy[q] = scattering_component(dy[q], iy, il);
+        Sz[q] = scattering_component(dz[q], iz, il);
+        W[q] = 1.0;
+    }
+}
+
 /* Is the pixel summed in this pass? */
-static int pixel_in_pass(const nb_kernel_ctx *k, const uint16_t *mask, int fp, int sp)
+NB_ALWAYS_INLINE int pixel_in_pass(const nb_kernel_ctx *k, const uint16_t *mask, int fp, int sp)
 {
     const nb_setup *s = k->s;
     if (!nb_pixel_wanted(s, mask, fp, sp)) return 0;
@@ -703,6 +721,7 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
     const double sub = s->subpixel_m;
     int ne = 0;
     const int one_subpixel = ov == 1 && s->thicksteps == 1;
+    memset(ws->pfs, 0, (size_t)(f1 - f0) * sizeof *ws->pfs);   /* pixels_scaled reads every one */
     if (one_subpixel) {
         /* one sub-pixel per pixel: the values of the general loop below */
         const double Se0 = sub * sp + sub / 2.0, Oe0 = 0 * s->thickstep_m;
@@ -741,12 +760,15 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
                 const double d[3] = { ws->px[q], ws->py[q], ws->pz[q] };
                 polar[q] = polarization_factor(s->polarization, ws->src, d);
             }
+        if (s->n_sources == 1) one_source_vectors(ws, ne);
         for (int fp = f0; fp < f1; ++fp, ++e) {
             if (ws->pix_n[fp - f0] < 0) { --e; continue; }
-            const double d[3] = { ws->px[e], ws->py[e], ws->pz[e] };
-            pixel_factors pf = { ws->om[e], s->nopolar ? 1.0 : polar[e], 1.0, 0.0 + ws->om[e] };
-            scattering_vectors(ws, s->n_sources, d, 1.0, n);
+            if (s->n_sources != 1) {
+                const double d[3] = { ws->px[e], ws->py[e], ws->pz[e] };
+                scattering_vectors(ws, s->n_sources, d, 1.0, n);
+            }
             n += s->n_sources;
+            pixel_factors pf = { ws->om[e], s->nopolar ? 1.0 : polar[e], 1.0, 0.0 + ws->om[e] };
             ws->pfs[fp - f0] = pf;
             rr->omega_sum += pf.omega_sum;
             ws->pix_n[fp - f0] = s->n_sources;
@@ -782,8 +804,9 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
                 }
                 for (int src = 0; src < s->n_sources; ++src) {
                     const source_info *si = ws->src + src;
-                    double S[3] = { (d[0] - si->inc[0]) * si->inv_lambda, (d[1] - si->inc[1]) * si->inv_lambda,
-                                    (d[2] - si->inc[2]) * si->inv_lambda };
+                    double S[3] = { scattering_component(d[0], si->inc[0], si->inv_lambda),
+                                    scattering_component(d[1], si->inc[1], si->inv_lambda),
+                                    scattering_component(d[2], si->inc[2], si->inv_lambda) };
                     if (check_dmin) {
                         double stol = 0.5 * nb_norm(S);
                         if (stol > 0.0 && s->dmin_m > 0.5 / stol) continue;
@@ -805,18 +828,21 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
     return n;
 }
 
-/* the pixel of sum I: scaled by r_e^2 fluence / steps and the factors
- * applied once per pixel */
-static double pixel_scaled(const nb_setup *s, double I, const pixel_factors *pf)
+/* The pixels 0..count-1 of a block: v[i], each one's sum I, becomes
+ * r_e^2 fluence I / steps times the factors applied once per pixel (a
+ * factor not applied is a product with 1); one vector loop. */
+static void pixels_scaled(const nb_setup *s, const pixel_factors *restrict pfs, int count, double *restrict v)
 {
-    double v = NB_RE_SQR * s->fluence * I / (double)s->steps;
-    if (!s->oversample_thick) v *= pf->capture;
-    if (!s->oversample_polar) v *= pf->polar;
-    if (!s->oversample_omega) v *= pf->omega;
-    return v;
+    const double c = NB_RE_SQR * s->fluence, steps = (double)s->steps;
+    const int thick = !s->oversample_thick, polar = !s->oversample_polar, omega = !s->oversample_omega;
+    for (int i = 0; i < count; ++i) {
+        double x = c * v[i] / steps;
+        x *= thick ? pfs[i].capture : 1.0;
+        x *= polar ? pfs[i].polar : 1.0;
+        x *= omega ? pfs[i].omega : 1.0;
+        v[i] = x;
+    }
 }
-
-static float pixel_value(const nb_setup *s, double I, const pixel_factors *pf) { return (float)pixel_scaled(s, I, pf); }
 
 static void workspace_free(void *p)
 {
@@ -824,6 +850,7 @@ static void workspace_free(void *p)
     if (!ws) return;
     free(ws->Sx);
     free(ws->pfs);
+    free(ws->pix_I);
     free(ws->pix_n);
     free(ws->pix_code);
     free(ws->src);
@@ -846,6 +873,7 @@ static void *workspace_new(const nb_kernel_ctx *k)
     ws->cap = (int)(per_pixel * block);
     ws->Sx = malloc((size_t)ws->cap * 6 * sizeof(double));
     ws->pfs = malloc((size_t)block * sizeof *ws->pfs);
+    ws->pix_I = malloc((size_t)block * sizeof *ws->pix_I);
     ws->pix_n = malloc((size_t)block * sizeof *ws->pix_n);
     ws->pix_code = malloc((size_t)block);
     ws->src = malloc((size_t)(s->n_sources > 0 ? s->n_sources : 1) * sizeof *ws->src);
@@ -853,7 +881,7 @@ static void *workspace_new(const nb_kernel_ctx *k)
     /* 13 doubles and an int per sample for the interpolation's second pass */
     size_t sub_cap = (size_t)block * s->thicksteps * s->oversample * s->oversample;
     ws->it_block = malloc(((size_t)ws->cap * 14 + sub_cap * 8) * sizeof(double));
-    if (!ws->Sx || !ws->pfs || !ws->pix_n || !ws->pix_code || !ws->src || !ws->src_ix || !ws->it_block) {
+    if (!ws->Sx || !ws->pfs || !ws->pix_I || !ws->pix_n || !ws->pix_code || !ws->src || !ws->src_ix || !ws->it_block) {
         workspace_free(ws);
         return NULL;
     }
@@ -1041,7 +1069,7 @@ static void lattice_bounds(const nb_kernel_ctx *k, const workspace *ws, int n, d
  * three bits of its mantissa (kernel.c allows for x's own rounding) */
 static signed char skip_code_of(double x)
 {
-    if (!(x >= ldexp(1.0, NB_SKIP_MIN_EXPONENT))) return NB_SKIP_TINY;
+    if (!(x >= 0x1p-15)) return NB_SKIP_TINY;     /* 2^NB_SKIP_MIN_EXPONENT */
     uint64_t bits;
     memcpy(&bits, &x, sizeof bits);
     int e = (int)((bits >> 52) & 0x7ff) - 1023, m = (int)((bits >> 49) & 7);
@@ -1055,12 +1083,13 @@ static void pixel_bounds(const nb_kernel_ctx *k, workspace *ws, int f0, int f1, 
     int j = 0;
     for (int fp = f0; fp < f1; ++fp) {
         int m = ws->pix_n[fp - f0];
-        if (m < 0) { bound[fp - f0] = 0.0; continue; }
         double U = 0.0;
         for (int e = 0; e < m; ++e) U += ws->out[j + e] * fabs(ws->w[j + e]);
-        bound[fp - f0] = fabs(pixel_scaled(k->s, U, &ws->pfs[fp - f0]));
-        j += m;
+        bound[fp - f0] = U;
+        j += m > 0 ? m : 0;
     }
+    pixels_scaled(k->s, ws->pfs, f1 - f0, bound);
+    for (int i = 0; i < f1 - f0; ++i) bound[i] = ws->pix_n[i] < 0 ? 0.0 : fabs(bound[i]);
 }
 
 /* NB_PASS_SKIP: a pixel whose bound is <= skip_tau is skipped (pix_code:
@@ -1110,6 +1139,7 @@ static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
         if (skipping) n = skip_negligible(k, ws, sp, f0, f1, n);
         if (ws->vector_ok) accumulate_block(k, ws, n, interp0);
         int j = 0;
+        double *restrict I = ws->pix_I;
         for (int fp = f0; fp < f1; ++fp) {
             int m = ws->pix_n[fp - f0];
             if (m < 0) continue;
@@ -1117,7 +1147,7 @@ static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
             signed char code = skipping ? ws->pix_code[fp - f0] : NB_SKIP_SUMMED;
             if (k->skip_code) k->skip_code[idx] = code;
             if (code != NB_SKIP_SUMMED) {            /* skipped: the background alone */
-                image[idx] = pixel_value(s, s->I_bg, &ws->pfs[fp - f0]);
+                I[fp - f0] = s->I_bg;
                 continue;
             }
             int redo = !ws->vector_ok;
@@ -1125,16 +1155,19 @@ static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
              * order) or a round spot's transform is next to a node */
             const int flagged = interp0 || s->xtal_shape == NB_SHAPE_ROUND;
             for (int e = 0; !redo && flagged && e < m; ++e) redo |= ws->out[j + e] != 0.0;
-            double I;
             if (redo) {
-                I = pixel_in_order(k, ws, j, m, interp0, fp, rr);
+                I[fp - f0] = pixel_in_order(k, ws, j, m, interp0, fp, rr);
             } else {
-                I = s->I_bg;
-                for (int e = 0; e < m; ++e) I += ws->acc[j + e] * ws->w[j + e];
+                double sum = s->I_bg;
+                for (int e = 0; e < m; ++e) sum += ws->acc[j + e] * ws->w[j + e];
+                I[fp - f0] = sum;
             }
             j += m;
-            image[idx] = pixel_value(s, I, &ws->pfs[fp - f0]);
         }
+        pixels_scaled(s, ws->pfs, f1 - f0, I);
+        float *restrict row = image + (size_t)sp * s->fpixels;
+        for (int fp = f0; fp < f1; ++fp)
+            if (ws->pix_n[fp - f0] >= 0) row[fp] = (float)I[fp - f0];
     }
 }
 
@@ -1162,7 +1195,7 @@ static int trace_pixel(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
         const source_info *si = ws->src + s->n_sources - 1;
         const double d[3] = { ws->px[last], ws->py[last], ws->pz[last] };
         double S[3];
-        for (int i = 0; i < 3; ++i) S[i] = (d[i] - si->inc[i]) * si->inv_lambda;
+        for (int i = 0; i < 3; ++i) S[i] = scattering_component(d[i], si->inc[i], si->inv_lambda);
         t->stol_per_m = 0.5 * nb_norm(S);
     }
     sample_view v = { n, ws->Sx, ws->Sy, ws->Sz, ws->w };
