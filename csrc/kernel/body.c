@@ -721,13 +721,14 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
     const double sub = s->subpixel_m;
     int ne = 0;
     const int one_subpixel = ov == 1 && s->thicksteps == 1;
-    memset(ws->pfs, 0, (size_t)(f1 - f0) * sizeof *ws->pfs);   /* pixels_scaled reads every one */
+    const pixel_factors no_pixel = { 0.0, 0.0, 0.0, 0.0 };    /* pixels_scaled reads every pixel's */
     if (one_subpixel) {
         /* one sub-pixel per pixel: the values of the general loop below */
         const double Se0 = sub * sp + sub / 2.0, Oe0 = 0 * s->thickstep_m;
         for (int fp = f0; fp < f1; ++fp) {
             int in = pixel_in_pass(k, mask, fp, sp);
             ws->pix_n[fp - f0] = in ? 0 : -1;
+            if (!in) ws->pfs[fp - f0] = no_pixel;
             ws->Fe[ne] = sub * fp + sub / 2.0;
             ws->Se[ne] = Se0;
             ws->Oe[ne] = Oe0;
@@ -735,7 +736,7 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
         }
     }
     for (int fp = f0; fp < f1 && !one_subpixel; ++fp) {
-        if (!pixel_in_pass(k, mask, fp, sp)) { ws->pix_n[fp - f0] = -1; continue; }
+        if (!pixel_in_pass(k, mask, fp, sp)) { ws->pix_n[fp - f0] = -1; ws->pfs[fp - f0] = no_pixel; continue; }
         ws->pix_n[fp - f0] = 0;
         for (int t = 0; t < s->thicksteps; ++t)
             for (int ss = 0; ss < ov; ++ss)
@@ -761,6 +762,7 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
                 polar[q] = polarization_factor(s->polarization, ws->src, d);
             }
         if (s->n_sources == 1) one_source_vectors(ws, ne);
+        double omega_lane[4] = { 0.0, 0.0, 0.0, 0.0 };   /* the sum in 4 interleaved parts: no serial chain */
         for (int fp = f0; fp < f1; ++fp, ++e) {
             if (ws->pix_n[fp - f0] < 0) { --e; continue; }
             if (s->n_sources != 1) {
@@ -770,9 +772,10 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
             n += s->n_sources;
             pixel_factors pf = { ws->om[e], s->nopolar ? 1.0 : polar[e], 1.0, 0.0 + ws->om[e] };
             ws->pfs[fp - f0] = pf;
-            rr->omega_sum += pf.omega_sum;
+            omega_lane[e & 3] += pf.omega_sum;
             ws->pix_n[fp - f0] = s->n_sources;
         }
+        rr->omega_sum += (omega_lane[0] + omega_lane[1]) + (omega_lane[2] + omega_lane[3]);
         return n;
     }
     for (int fp = f0; fp < f1; ++fp) {
@@ -958,12 +961,12 @@ NB_ALWAYS_INLINE double node_distance(double hc, double r)
     return t > 0.0 ? t : (t != t ? t : 0.0);
 }
 
-/* min(N, 1/(2t)) with t = node_distance <= 1/2 (so 1 for one cell, an
- * axis the reference skips) */
+/* min(N, 1/sin(pi t)) with t = node_distance <= 1/2 (so 1 for one cell,
+ * an axis the reference skips); the polynomial's 7e-16 is allowed for */
 NB_ALWAYS_INLINE double axis_bound(double hc, double r, double N)
 {
     double t = node_distance(hc, r);
-    double b = 0.5 / t;
+    double b = (1.0 + 1e-12) / sinpi_reduced(t);
     double v = (t > 0.0 && b < N) ? b : N;
     return t != t ? t : v;
 }
@@ -1076,17 +1079,29 @@ static signed char skip_code_of(double x)
     return (signed char)(8 * e + m);
 }
 
+/* does every pixel of the block have exactly one sample? */
+static int one_sample_each(const workspace *ws, int count)
+{
+    int all = 1;
+    for (int i = 0; i < count; ++i) all &= ws->pix_n[i] == 1;
+    return all;
+}
+
 /* bound[i] >= |the pixel f0+i's sum, scaled like the pixel| (NaN: unknown) */
 static void pixel_bounds(const nb_kernel_ctx *k, workspace *ws, int f0, int f1, int n, double *bound)
 {
     lattice_bounds(k, ws, n, ws->out);
     int j = 0;
-    for (int fp = f0; fp < f1; ++fp) {
-        int m = ws->pix_n[fp - f0];
-        double U = 0.0;
-        for (int e = 0; e < m; ++e) U += ws->out[j + e] * fabs(ws->w[j + e]);
-        bound[fp - f0] = U;
-        j += m > 0 ? m : 0;
+    if (one_sample_each(ws, f1 - f0)) {
+        for (int i = 0; i < f1 - f0; ++i) bound[i] = ws->out[i] * fabs(ws->w[i]);
+    } else {
+        for (int fp = f0; fp < f1; ++fp) {
+            int m = ws->pix_n[fp - f0];
+            double U = 0.0;
+            for (int e = 0; e < m; ++e) U += ws->out[j + e] * fabs(ws->w[j + e]);
+            bound[fp - f0] = U;
+            j += m > 0 ? m : 0;
+        }
     }
     pixels_scaled(k->s, ws->pfs, f1 - f0, bound);
     for (int i = 0; i < f1 - f0; ++i) bound[i] = ws->pix_n[i] < 0 ? 0.0 : fabs(bound[i]);
