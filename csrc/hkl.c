@@ -111,15 +111,56 @@ int nb_hkl_from_rows(const double *rows, size_t n, double default_F, nb_hkl *out
 
 /* ------------------------------------------------------------ text ------ */
 
+static int ends_number(char c)
+{
+    return c == '\0' || c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* A plain decimal of at most 15 digits ([+-]digits[.digits]) is an exact
+ * integer over an exact power of ten, so one division rounds it as strtod
+ * does (Clinger's fast path); anything else is left to strtod.  Returns
+ * the characters read, 0 if not such a number. */
+#define FAST_DIGITS 15
+static size_t plain_decimal(const char *p, double *value)
+{
+    static const double pow10[FAST_DIGITS + 1] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+                                                   1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15 };
+    const char *q = p;
+    int neg = *q == '-';
+    if (*q == '-' || *q == '+') ++q;
+    long long mantissa = 0;
+    int digits = 0, frac = -1;
+    for (;; ++q) {
+        if (*q >= '0' && *q <= '9') {
+            if (++digits > FAST_DIGITS) return 0;
+            mantissa = 10 * mantissa + (*q - '0');
+            if (frac >= 0) ++frac;
+        } else if (*q == '.' && frac < 0) {
+            frac = 0;
+        } else {
+            break;
+        }
+    }
+    if (digits == 0 || !ends_number(*q)) return 0;
+    double v = (double)mantissa;
+    if (frac > 0) v /= pow10[frac];
+    *value = neg ? -v : v;
+    return (size_t)(q - p);
+}
+
 /* one number of a data line; it must end at white space or the line end */
 static int take_number(const char **p, double *value)
 {
+    size_t fast = plain_decimal(*p, value);
+    if (fast) {
+        *p += fast;
+        return 1;
+    }
     char *end;
     errno = 0;
     *value = strtod(*p, &end);
     if (end == *p) return 0;
-    if (*end != '\0' && *end != ' ' && *end != '\t' && *end != '\r' && *end != '\v' && *end != '\f')
-        return 0;
+    if (!ends_number(*end)) return 0;
     *p = end;
     return 1;
 }

@@ -451,6 +451,25 @@ def test_hkl_line_endings():
         _core.Hkl.from_text(b"1 2 3 40\r-1 0 2 50\r1 x 2 3\r", 0.0)
 
 
+def test_hkl_numbers_read_as_strtod_reads_them():
+    """Plain decimals take a fast path (an integer over a power of ten);
+    every spelling must give the double that correct rounding (strtod,
+    Python's float) gives, on and past the fast path's 15 digits."""
+    rng = np.random.default_rng(7)
+    words = ["0", "-0", "+3", "7.", ".5", "-.25", "00012.500", "1e2", "2.5E-3",
+             "999999999999999", "9999999999999999", "0.1", "-123456.789012345", "12345678901234567890",
+             "3.141592653589793", "1.0000000000000002", "0.30000000000000004"]
+    for _ in range(3000):
+        digits = "".join(rng.choice(list("0123456789"), size=int(rng.integers(1, 19))))
+        cut = int(rng.integers(0, len(digits) + 1))
+        sign = str(rng.choice(["", "-", "+"]))
+        words.append(sign + digits[:cut] + "." + digits[cut:] if rng.random() < 0.8 else sign + digits)
+    lines = [f"{i % 50} {i // 50 % 50} {i // 2500} {w}" for i, w in enumerate(words)]
+    rows = np.array([[float(x) for x in line.split()] for line in lines])
+    text = ("\n".join(lines) + "\n").encode()
+    assert _core.Hkl.from_text(text, 0.0).fdump() == _core.Hkl.from_rows(rows, len(rows), 0.0).fdump()
+
+
 def test_sourcefile_comments_and_separators(tmp_path):
     (tmp_path / "s.txt").write_text("# X Y Z weight lambda\n-10 0 0 1 1e-10\n\n-10,0.001,0;1\n")
     r = simulate(sourcefile=str(tmp_path / "s.txt"), **BASE_KW)
