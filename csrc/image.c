@@ -34,16 +34,20 @@ double nb_int_image(const nb_setup *s, const float *image, double max_I, uint16_
     /* every pixel on its own: rows in parallel on a big image */
 #pragma omp parallel for schedule(static) if ((long)s->spixels * s->fpixels > PARALLEL_PIXELS)
     for (int slow = 0; slow < s->spixels; slow++) {
-        size_t idx = (size_t)slow * (size_t)s->fpixels;
-        for (int fast = 0; fast < s->fpixels; fast++, idx++) {
-            if (!nb_in_roi(s, fast, slow)) { out[idx] = 0; continue; }
-            double adu = image[idx] * scale + s->adc_offset;
+        const size_t row = (size_t)slow * (size_t)s->fpixels;
+        const int in_rows = slow >= s->roi_ymin && slow <= s->roi_ymax;
+        const int lo = s->roi_xmin > 0 ? s->roi_xmin : 0;
+        const int hi = s->roi_xmax < s->fpixels - 1 ? s->roi_xmax : s->fpixels - 1;
+        for (int fast = 0; fast < s->fpixels; fast++) out[row + fast] = 0;
+        for (int fast = lo; in_rows && fast <= hi; fast++) {
+            double adu = image[row + fast] * scale + s->adc_offset;
             if (adu > 65535.0) adu = 65535.0;
             if (adu < 0.0) adu = 0.0;
             /* round half up in single precision, as the reference's floorf:
              * adu + 0.5 is NaN or in [0.5, 65535.5], where truncation is
-             * floor (and costs no libm call at baseline x86-64) */
-            out[idx] = (uint16_t)trunc_like_x86((float)(adu + 0.5));
+             * floor; NaN truncates to INT_MIN on x86, whose low bits are 0 */
+            float up = (float)(adu + 0.5);
+            out[row + fast] = (uint16_t)(int32_t)(up == up ? up : 0.0f);
         }
     }
     return scale;
