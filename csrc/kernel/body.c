@@ -725,7 +725,17 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
     if (one_subpixel) {
         /* one sub-pixel per pixel: the values of the general loop below */
         const double Se0 = sub * sp + sub / 2.0, Oe0 = 0 * s->thickstep_m;
-        for (int fp = f0; fp < f1; ++fp) {
+        /* every pixel of the block in the pass: one vector loop */
+        const int every = !mask && k->pass != NB_PASS_PROBE && k->pass != NB_PASS_REDO && nb_in_roi(s, f0, sp) &&
+                          nb_in_roi(s, f1 - 1, sp);
+        for (int fp = f0; every && fp < f1; ++fp) {
+            ws->pix_n[fp - f0] = 0;
+            ws->Fe[fp - f0] = sub * fp + sub / 2.0;
+            ws->Se[fp - f0] = Se0;
+            ws->Oe[fp - f0] = Oe0;
+        }
+        if (every) ne = f1 - f0;
+        for (int fp = f0; !every && fp < f1; ++fp) {
             int in = pixel_in_pass(k, mask, fp, sp);
             ws->pix_n[fp - f0] = in ? 0 : -1;
             if (!in) ws->pfs[fp - f0] = no_pixel;
@@ -961,14 +971,13 @@ NB_ALWAYS_INLINE double node_distance(double hc, double r)
     return t > 0.0 ? t : (t != t ? t : 0.0);
 }
 
-/* min(N, 1/sin(pi t)) with t = node_distance <= 1/2 (so 1 for one cell,
- * an axis the reference skips); the polynomial's 7e-16 is allowed for */
-NB_ALWAYS_INLINE double axis_bound(double hc, double r, double N)
+/* max(1/N, sin(pi t)) with t = node_distance <= 1/2: the axis bound
+ * min(N, 1/sin(pi t)) is its reciprocal (1 for one cell, an axis the
+ * reference skips), so that three axes cost one division; NaN stays NaN */
+NB_ALWAYS_INLINE double axis_denominator(double hc, double r, double inv_N)
 {
-    double t = node_distance(hc, r);
-    double b = (1.0 + 1e-12) / sinpi_reduced(t);
-    double v = (t > 0.0 && b < N) ? b : N;
-    return t != t ? t : v;
+    double sn = sinpi_reduced(node_distance(hc, r));
+    return sn != sn ? sn : (sn > inv_N ? sn : inv_N);
 }
 
 /* an upper bound of F_latt^2 for one sample and block, by spot shape (see
@@ -977,7 +986,9 @@ NB_ALWAYS_INLINE double lattice_sqr_bound(const int shape, double h, double kk, 
                                           double rl, double Na, double Nb, double Nc, double fudge, double gram_min)
 {
     if (shape == NB_SHAPE_SQUARE) {
-        double lat = axis_bound(h, rh, Na) * axis_bound(kk, rk, Nb) * axis_bound(l, rl, Nc);
+        /* 1e-12 covers the polynomial's 7e-16 and the roundings of 1/N and the product */
+        double lat = (1.0 + 1e-12) / (axis_denominator(h, rh, 1.0 / Na) * axis_denominator(kk, rk, 1.0 / Nb) *
+                                      axis_denominator(l, rl, 1.0 / Nc));
         return lat * lat;
     }
     const double NNN = Na * Nb * Nc;
