@@ -1148,6 +1148,9 @@ static int skip_negligible(const nb_kernel_ctx *k, workspace *ws, int sp, int f0
     return kept;
 }
 
+/* a whole number of the widest vectors (8 doubles) */
+#define NB_PAD_SAMPLES 8
+
 static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, int sp, int fp_start, int interp0,
                        float *image, nb_row_result *rr)
 {
@@ -1163,7 +1166,15 @@ static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
          * needs every step looked at) */
         const int skipping = k->pass == NB_PASS_SKIP && ws->vector_ok && !interp0;
         if (skipping) n = skip_negligible(k, ws, sp, f0, f1, n);
-        if (ws->vector_ok) accumulate_block(k, ws, n, interp0);
+        if (ws->vector_ok) {
+            /* skipping leaves a few samples: pad them to whole vectors
+             * (S = 0, weight 0, results unused), where a scalar tail
+             * would cost as much as the vectors before it */
+            int padded = skipping ? (n + NB_PAD_SAMPLES - 1) / NB_PAD_SAMPLES * NB_PAD_SAMPLES : n;
+            if (padded > ws->cap) padded = n;
+            for (int j = n; j < padded; ++j) { ws->Sx[j] = 0.0; ws->Sy[j] = 0.0; ws->Sz[j] = 0.0; ws->w[j] = 0.0; }
+            accumulate_block(k, ws, padded, interp0);
+        }
         int j = 0;
         double *restrict I = ws->pix_I;
         for (int fp = f0; fp < f1; ++fp) {
