@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,7 +56,10 @@ py::str decode_text(const char *text, size_t n = (size_t)-1) {
 // An owned, C-contiguous N-d array of one scalar type, exposed through the
 // buffer protocol.
 struct Buffer {
-    std::vector<unsigned char> bytes;
+    // calloc'd: a large one is fresh zero pages from the kernel, touched
+    // first by the engine's threads rather than by a serial zero-fill
+    std::unique_ptr<unsigned char, void (*)(void *)> mem{nullptr, std::free};
+    size_t nbytes = 0;
     std::string format;           // struct-module code: "f", "d", "H", "B"
     size_t itemsize = 0;
     std::vector<py::ssize_t> shape;
@@ -63,9 +67,11 @@ struct Buffer {
     Buffer(const std::string &fmt, size_t item, std::vector<py::ssize_t> shp) : format(fmt), itemsize(item), shape(std::move(shp)) {
         size_t n = 1;
         for (auto d : shape) n *= (size_t)(d > 0 ? d : 0);
-        bytes.assign(n * itemsize, 0);
+        nbytes = n * itemsize;
+        mem.reset(static_cast<unsigned char *>(std::calloc(nbytes ? nbytes : 1, 1)));
+        if (!mem) throw std::bad_alloc();
     }
-    template <typename T> T *data() { return reinterpret_cast<T *>(bytes.data()); }
+    template <typename T> T *data() { return reinterpret_cast<T *>(mem.get()); }
     py::buffer_info info() {
         std::vector<py::ssize_t> strides(shape.size());
         py::ssize_t st = (py::ssize_t)itemsize;
@@ -73,7 +79,7 @@ struct Buffer {
             strides[i] = st;
             st *= shape[i];
         }
-        return py::buffer_info(bytes.data(), (py::ssize_t)itemsize, format, (py::ssize_t)shape.size(), shape, strides);
+        return py::buffer_info(mem.get(), (py::ssize_t)itemsize, format, (py::ssize_t)shape.size(), shape, strides);
     }
 };
 
@@ -89,7 +95,7 @@ template <typename T> std::unique_ptr<Buffer> make_buffer(std::vector<py::ssize_
 
 template <typename T> py::object copy_buffer(const T *src, std::vector<py::ssize_t> shape) {
     auto b = make_buffer<T>(std::move(shape));
-    if (src && !b->bytes.empty()) std::memcpy(b->bytes.data(), src, b->bytes.size());
+    if (src && b->nbytes) std::memcpy(b->mem.get(), src, b->nbytes);
     return py::cast(b.release(), py::return_value_policy::take_ownership);
 }
 
@@ -774,7 +780,7 @@ PYBIND11_MODULE(_core, m) {
         })
         .def("__len__", [](const Buffer &b) { return b.shape.empty() ? (py::ssize_t)0 : b.shape[0]; })
         .def_property_readonly("format", [](const Buffer &b) { return b.format; })
-        .def_property_readonly("nbytes", [](const Buffer &b) { return b.bytes.size(); });
+        .def_property_readonly("nbytes", [](const Buffer &b) { return b.nbytes; });
 
     py::class_<Hkl>(m, "Hkl", "Structure factors on a dense h,k,l grid")
         .def_static("from_text", &Hkl::from_text, py::arg("data"), py::arg("default_F"),

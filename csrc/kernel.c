@@ -253,7 +253,9 @@ static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uin
     }
     k->ctl->staged = 1;
     for (size_t i = 0; i < first_cells; ++i) k->first_stage_bound[i] = NAN;
-    memset(k->skip_code, (unsigned char)NB_SKIP_SUMMED, pixels);
+#pragma omp parallel for schedule(static) if (pixels > 1000000)
+    for (int sp = 0; sp < s->spixels; ++sp)         /* in parallel: the first touch of its pages */
+        memset(k->skip_code + (size_t)sp * s->fpixels, (unsigned char)NB_SKIP_SUMMED, (size_t)s->fpixels);
     k->pass = NB_PASS_PROBE;
     int rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, scratch, opts, NULL);
     double peak = stage_peak(s, image, NB_STAGE_ALL, 1);
@@ -544,7 +546,9 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
     const nb_kernel_isa *isa;
     if (pick_kernel(&isa, err, errlen) != NB_OK) return NB_EINVAL;
     stats->kernel_isa = isa->name;
-    memset(image, 0, (size_t)s->fpixels * s->spixels * sizeof(float));
+    /* in parallel: on a fresh buffer this is the first touch of its pages */
+#pragma omp parallel for schedule(static) if ((double)s->fpixels * s->spixels > 1e6)
+    for (int sp = 0; sp < s->spixels; ++sp) memset(image + (size_t)sp * s->fpixels, 0, (size_t)s->fpixels * sizeof(float));
     nb_orientations o;
     if (orientations_build(s, &o) != NB_OK) {
         nb_set_error(err, errlen, "out of memory for %d crystal orientations", s->phisteps * s->mosaic_domains);
