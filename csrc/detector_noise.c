@@ -112,6 +112,151 @@ static int span_half(int r, int dy)
     return (int)hw;
 }
 
+/* What a blur needs beyond its input: the kernel of radius kr (weights
+ * inside the kr circle; a weight does not depend on kr), each source's
+ * radius and lost photons, the half-widths of the kernel rows per radius. */
+typedef struct {
+    nb_psf_kind kind;
+    int w, h, kr, ks, user_radius;
+    double fwhm_px, g;
+    double *kernel, *lost, *factor;
+    int *radius;
+    int **half;
+} psf_plan;
+
+static void psf_plan_free(psf_plan *pl)
+{
+    if (pl->half)
+        for (int r = 0; r <= pl->kr; r++) free(pl->half[r]);
+    free(pl->half); free(pl->kernel); free(pl->lost); free(pl->radius); free(pl->factor);
+    memset(pl, 0, sizeof *pl);
+}
+
+static int psf_plan_init(psf_plan *pl, int w, int h, nb_psf_kind kind, double fwhm_px, int user_radius, int kr)
+{
+    size_t pixels = (size_t)w * (size_t)h;
+    memset(pl, 0, sizeof *pl);
+    pl->kind = kind; pl->w = w; pl->h = h; pl->kr = kr; pl->ks = 2 * kr + 1; pl->user_radius = user_radius;
+    pl->fwhm_px = fwhm_px; pl->g = fwhm_px * FIBER_G_PER_FWHM;
+    pl->kernel = calloc((size_t)pl->ks * (size_t)pl->ks, sizeof *pl->kernel);
+    pl->lost = malloc(pixels * sizeof *pl->lost);
+    pl->radius = malloc(pixels * sizeof *pl->radius);
+    pl->factor = malloc(sizeof(double) * ((size_t)kr + 1));
+    pl->half = calloc((size_t)kr + 1, sizeof *pl->half);
+    if (!pl->kernel || !pl->lost || !pl->radius || !pl->factor || !pl->half) {
+        psf_plan_free(pl);
+        return NB_ENOMEM;
+    }
+    for (int dy = -kr; dy <= kr; ++dy)
+        for (int dx = -kr; dx <= kr; ++dx) {
+            if ((float)(dx * dx + dy * dy) > (float)kr * (float)kr) continue;
+            pl->kernel[(size_t)pl->ks * (size_t)(kr + dy) + (size_t)(kr + dx)] =
+                kind == NB_PSF_GAUSS ? gauss_pixel(dx, dy, fwhm_px) : fiber_pixel(dx, dy, pl->g);
+        }
+    for (int r = 0; r <= kr; r++) pl->factor[r] = lost_factor(kind, r, fwhm_px, pl->g);
+    return NB_OK;
+}
+
+/* each source pixel's radius and lost photons, rows y0..y1-1 (independent per pixel) */
+static void psf_sources(psf_plan *pl, const float *in, long y0, long y1)
+{
+    for (size_t i = (size_t)y0 * (size_t)pl->w; i < (size_t)y1 * (size_t)pl->w; i++) {
+        double v = in[i];
+        if (!(v > 0.0)) { pl->radius[i] = 0; pl->lost[i] = 0.0; continue; }
+        int r = pl->user_radius != 0 ? pl->user_radius : auto_radius(pl->kind, v, pl->fwhm_px, pl->g, 0);
+        r = cap_radius(r, pl->w, pl->h);
+        if (r > pl->kr) r = pl->kr;   /* cannot happen with a monotonic radius; stays inside the kernel */
+        pl->radius[i] = r;
+        pl->lost[i] = lost_outside(pl->kind, v, pl->factor[r], pl->g);
+    }
+}
+
+/* the half-widths of the kernel rows of every radius rows y0..y1-1 use */
+static int psf_spans(psf_plan *pl, long y0, long y1)
+{
+    for (size_t i = (size_t)y0 * (size_t)pl->w; i < (size_t)y1 * (size_t)pl->w; i++) {
+        int r = pl->radius[i];
+        if (r == 0 || pl->half[r] != NULL) continue;
+        pl->half[r] = malloc(sizeof(int) * (size_t)(2 * r + 1));
+        if (pl->half[r] == NULL) return NB_ENOMEM;
+        for (int dy = -r; dy <= r; dy++) pl->half[r][dy + r] = span_half(r, dy);
+    }
+    return NB_OK;
+}
+
+/* The sources of rows s0..s1-1, in raster order, added to the targets of
+ * rows ya..yb-1: each target sums in the serial order. */
+static void psf_scatter(const psf_plan *pl, const float *in, float *out, long s0, long s1, long ya, long yb)
+{
+    const int w = pl->w, h = pl->h, kr = pl->kr, ks = pl->ks;
+    const double *kernel = pl->kernel;
+    size_t ja = (size_t)ya * (size_t)w, jb = (size_t)yb * (size_t)w;
+    for (long y0 = s0; y0 < s1; y0++) {
+        for (int x0 = 0; x0 < w; x0++) {
+            size_t i = (size_t)y0 * (size_t)w + (size_t)x0;
+            int r = pl->radius[i];
+            if (r == 0) continue;
+            double v = in[i];
+            int interior = x0 - r >= 0 && x0 + r < w && y0 - r >= ya && y0 + r < yb;
+            if (interior && isfinite(v)) {
+                /* row by row: every target of this source is distinct, so
+                 * the order of the taps does not matter (and adding v * 0
+                 * changes nothing) */
+                const int *hr = pl->half[r] + r;
+                for (int dy = -r; dy <= r; dy++) {
+                    int hw = hr[dy];
+                    float *o = out + (ptrdiff_t)i + (ptrdiff_t)dy * w - hw;
+                    const double *ws = kernel + (size_t)ks * (size_t)(kr + dy) + (size_t)(kr - hw);
+                    for (int e = 0; e <= 2 * hw; e++) o[e] = (float)(o[e] + v * ws[e]);
+                }
+                continue;
+            }
+            /* near an edge: the reference's loop (dx outer, dy inner; a
+             * target column of w lands in column 0 of the next row) */
+            float rr = (float)r * (float)r;
+            for (int dx = -r; dx <= r; dx++) {
+                for (int dy = -r; dy <= r; dy++) {
+                    double kw = kernel[(size_t)ks * (size_t)(kr + dy) + (size_t)(kr + dx)];
+                    if (kw == 0.0) continue;
+                    if ((float)(dx * dx + dy * dy) > rr) continue;
+                    long x = x0 + dx, y = y0 + dy;
+                    if (x < 0 || x > w || y < 0 || y > h) continue;
+                    size_t j = (size_t)y * (size_t)w + (size_t)x;
+                    if (j < ja || j >= jb) continue;   /* another band's, or past the image */
+                    out[j] += v * kw;
+                }
+            }
+        }
+    }
+}
+
+/* the photons outside every source's radius, spread evenly */
+static void psf_finish(const psf_plan *pl, float *out, nb_psf_info *info)
+{
+    size_t pixels = (size_t)pl->w * (size_t)pl->h;
+    double total_lost = 0.0;
+    for (size_t i = 0; i < pixels; i++) total_lost += pl->lost[i];
+    info->lost_photons = total_lost;
+    double share = total_lost / (double)pixels;
+    for (size_t i = 0; i < pixels; i++) out[i] += share;
+}
+
+/* the kernel radius: the user's, or from the brightest pixel (0: no photons) */
+static int psf_kernel_radius(const float *in, size_t pixels, int w, int h, nb_psf_kind kind, double fwhm_px,
+                             int user_radius, nb_psf_info *info)
+{
+    int kr = user_radius;
+    if (kr <= 0) {
+        double max_I = 0.0;
+        for (size_t i = 0; i < pixels; i++) if (max_I < in[i]) max_I = in[i];
+        info->max_photons = max_I;
+        if (max_I <= 0.0) return 0;
+        kr = auto_radius(kind, max_I, fwhm_px, fwhm_px * FIBER_G_PER_FWHM, 1);
+        info->auto_radius = kr;
+    }
+    return cap_radius(kr, w, h);
+}
+
 int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, double fwhm_px, int user_radius,
                  nb_psf_info *info, int nthreads, char *err, size_t errlen)
 {
@@ -123,130 +268,38 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
         memcpy(out, in, pixels * sizeof *out);
         return NB_OK;
     }
-    double g = fwhm_px * FIBER_G_PER_FWHM;
     memset(out, 0, pixels * sizeof *out);
-
-    int kr = user_radius;
-    if (kr <= 0) {
-        double max_I = 0.0;
-        for (size_t i = 0; i < pixels; i++) if (max_I < in[i]) max_I = in[i];
-        info->max_photons = max_I;
-        if (max_I <= 0.0) { info->skipped = 1; return NB_OK; }   /* nothing to blur: all zero */
-        kr = auto_radius(kind, max_I, fwhm_px, g, 1);
-        info->auto_radius = kr;
-    }
-    kr = cap_radius(kr, w, h);
+    int kr = psf_kernel_radius(in, pixels, w, h, kind, fwhm_px, user_radius, info);
+    if (kr == 0) { info->skipped = 1; return NB_OK; }   /* nothing to blur: all zero */
     info->radius = kr;
-
-    int ks = 2 * kr + 1;
-    double *kernel = calloc((size_t)ks * (size_t)ks, sizeof *kernel);
-    double *lost = malloc(pixels * sizeof *lost);
-    int *radius = malloc(pixels * sizeof *radius);
-    if (!kernel || !lost || !radius) {
-        free(kernel); free(lost); free(radius);
+    psf_plan pl;
+    if (psf_plan_init(&pl, w, h, kind, fwhm_px, user_radius, kr) != NB_OK) {
         nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
         return NB_ENOMEM;
     }
-    for (int dy = -kr; dy <= kr; ++dy)
-        for (int dx = -kr; dx <= kr; ++dx) {
-            if ((float)(dx * dx + dy * dy) > (float)kr * (float)kr) continue;
-            kernel[(size_t)ks * (size_t)(kr + dy) + (size_t)(kr + dx)] =
-                kind == NB_PSF_GAUSS ? gauss_pixel(dx, dy, fwhm_px) : fiber_pixel(dx, dy, g);
-        }
-
-    int rc = NB_OK;
-    double *factor = malloc(sizeof(double) * ((size_t)kr + 1));
-    if (factor == NULL) {
-        free(kernel); free(lost); free(radius);
-        nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
-        return NB_ENOMEM;
-    }
-    for (int r = 0; r <= kr; r++) factor[r] = lost_factor(kind, r, fwhm_px, g);
-    /* each source pixel's radius and lost photons (independent per pixel) */
 #pragma omp parallel for schedule(static) num_threads(team_size(nthreads)) if (pixels > 65536)
-    for (long i = 0; i < (long)pixels; i++) {
-        double v = in[i];
-        if (!(v > 0.0)) { radius[i] = 0; lost[i] = 0.0; continue; }
-        int r = user_radius != 0 ? user_radius : auto_radius(kind, v, fwhm_px, g, 0);
-        r = cap_radius(r, w, h);
-        if (r > kr) r = kr;       /* cannot happen with a monotonic radius; stays inside the kernel */
-        radius[i] = r;
-        lost[i] = lost_outside(kind, v, factor[r], g);
-    }
-    /* the half-widths of the kernel rows, for each radius in use */
-    int **half = calloc((size_t)kr + 1, sizeof *half);
-    if (half == NULL) rc = NB_ENOMEM;
-    for (size_t i = 0; i < pixels && rc == NB_OK; i++) {
-        int r = radius[i];
-        if (r == 0 || half[r] != NULL) continue;
-        half[r] = malloc(sizeof(int) * (size_t)(2 * r + 1));
-        if (half[r] == NULL) { rc = NB_ENOMEM; break; }
-        for (int dy = -r; dy <= r; dy++) half[r][dy + r] = span_half(r, dy);
-    }
+    for (long y = 0; y < h; y++) psf_sources(&pl, in, y, y + 1);
+    int rc = psf_spans(&pl, 0, h);
     if (rc == NB_OK) {
         /* bands of target rows; every band visits the sources that can reach
-         * it in raster order, so each target sums in the serial order.  A
-         * target column of w lands in column 0 of the next row (the
-         * reference's bound test), hence the extra source row above. */
+         * it in raster order.  A target column of w lands in column 0 of
+         * the next row (the reference's bound test), hence the extra source
+         * row above. */
         int nbands = pixels < 65536 ? 1 : team_size(nthreads);
         if (nbands > h) nbands = h;
 #pragma omp parallel for schedule(static, 1) num_threads(nbands)
         for (int b = 0; b < nbands; b++) {
             long ya = (long)h * b / nbands, yb = (long)h * (b + 1) / nbands;
-            size_t ja = (size_t)ya * (size_t)w, jb = (size_t)yb * (size_t)w;
             long s0 = ya - kr - 1, s1 = yb + kr;
             if (s0 < 0) s0 = 0;
             if (s1 > h) s1 = h;
-            for (long y0 = s0; y0 < s1; y0++) {
-                for (int x0 = 0; x0 < w; x0++) {
-                    size_t i = (size_t)y0 * (size_t)w + (size_t)x0;
-                    int r = radius[i];
-                    if (r == 0) continue;
-                    double v = in[i];
-                    int interior = x0 - r >= 0 && x0 + r < w && y0 - r >= ya && y0 + r < yb;
-                    if (interior && isfinite(v)) {
-                        /* row by row: every target of this source is
-                         * distinct, so the order of the taps does not matter
-                         * (and adding v * 0 changes nothing) */
-                        const int *hr = half[r] + r;
-                        for (int dy = -r; dy <= r; dy++) {
-                            int hw = hr[dy];
-                            float *o = out + (ptrdiff_t)i + (ptrdiff_t)dy * w - hw;
-                            const double *ws = kernel + (size_t)ks * (size_t)(kr + dy) + (size_t)(kr - hw);
-                            for (int e = 0; e <= 2 * hw; e++) o[e] = (float)(o[e] + v * ws[e]);
-                        }
-                        continue;
-                    }
-                    /* near an edge: the reference's loop (dx outer, dy inner; a
-                     * target column of w lands in column 0 of the next row) */
-                    float rr = (float)r * (float)r;
-                    for (int dx = -r; dx <= r; dx++) {
-                        for (int dy = -r; dy <= r; dy++) {
-                            double kw = kernel[(size_t)ks * (size_t)(kr + dy) + (size_t)(kr + dx)];
-                            if (kw == 0.0) continue;
-                            if ((float)(dx * dx + dy * dy) > rr) continue;
-                            long x = x0 + dx, y = y0 + dy;
-                            if (x < 0 || x > w || y < 0 || y > h) continue;
-                            size_t j = (size_t)y * (size_t)w + (size_t)x;
-                            if (j < ja || j >= jb) continue;   /* another band's, or past the image */
-                            out[j] += v * kw;
-                        }
-                    }
-                }
-            }
+            psf_scatter(&pl, in, out, s0, s1, ya, yb);
         }
-        double total_lost = 0.0;
-        for (size_t i = 0; i < pixels; i++) total_lost += lost[i];
-        info->lost_photons = total_lost;
-        double share = total_lost / (double)pixels;
-        for (size_t i = 0; i < pixels; i++) out[i] += share;
+        psf_finish(&pl, out, info);
     } else {
         nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
     }
-    if (half)
-        for (int r = 0; r <= kr; r++) free(half[r]);
-    free(half);
-    free(factor); free(kernel); free(lost); free(radius);
+    psf_plan_free(&pl);
     return rc;
 }
 
