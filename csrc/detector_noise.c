@@ -14,12 +14,15 @@
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
+#include <time.h>
 #include "internal.h"
 #ifdef _OPENMP
 #include <omp.h>
 static int team_size(int nthreads) { return nthreads > 0 ? nthreads : omp_get_max_threads(); }
+static int thread_num(void) { return omp_get_thread_num(); }
 #else
 static int team_size(int nthreads) { (void)nthreads; return 1; }
+static int thread_num(void) { return 0; }
 #endif
 
 /* photons per pixel below which an error is "lost": sqrt(N) / this */
@@ -118,6 +121,7 @@ static int span_half(int r, int dy)
 typedef struct {
     nb_psf_kind kind;
     int w, h, kr, ks, user_radius;
+    int max_r, capped;            /* the largest radius used; a source's radius above kr */
     double fwhm_px, g;
     double *kernel, *lost, *factor;
     int *radius;
@@ -165,7 +169,8 @@ static void psf_sources(psf_plan *pl, const float *in, long y0, long y1)
         if (!(v > 0.0)) { pl->radius[i] = 0; pl->lost[i] = 0.0; continue; }
         int r = pl->user_radius != 0 ? pl->user_radius : auto_radius(pl->kind, v, pl->fwhm_px, pl->g, 0);
         r = cap_radius(r, pl->w, pl->h);
-        if (r > pl->kr) r = pl->kr;   /* cannot happen with a monotonic radius; stays inside the kernel */
+        if (r > pl->kr) { r = pl->kr; pl->capped = 1; }   /* not with a monotonic radius */
+        if (r > pl->max_r) pl->max_r = r;
         pl->radius[i] = r;
         pl->lost[i] = lost_outside(pl->kind, v, pl->factor[r], pl->g);
     }
@@ -334,6 +339,43 @@ void nb_noisify_params_init(nb_noisify_params *p)
     p->noise = 1;
 }
 
+/* Can the blur of the noisy photons follow their draw, row by row, on a
+ * second thread?  The kernel radius comes from the brightest count, known
+ * only at the end; its weights do not depend on it, so the stream blurs
+ * with a kernel large enough for any count up to 4x the brightest mean
+ * (plus 1000), and noise_psf_stream_done() checks that no source needed
+ * more than the radius the brightest count gives.  A small kernel only. */
+#define PSF_STREAM_MAX_RADIUS 64
+static int noise_psf_streams(const nb_noisify_params *p, const float *means, size_t pixels, int nthreads,
+                             psf_plan *pl)
+{
+    if (team_size(nthreads) < 2 || p->psf == NB_PSF_NONE || !(p->psf_fwhm_px > 0.0)) return 0;
+    int kr = p->psf_radius;
+    if (kr <= 0) {
+        double max_mean = 0.0;
+        for (size_t i = 0; i < pixels; i++) if (max_mean < means[i]) max_mean = means[i];
+        if (!(max_mean <= 1e12)) return 0;
+        kr = auto_radius(p->psf, 4.0 * max_mean + 1000.0, p->psf_fwhm_px, p->psf_fwhm_px * FIBER_G_PER_FWHM, 0) + 1;
+    }
+    kr = cap_radius(kr, p->width, p->height);
+    if (kr > PSF_STREAM_MAX_RADIUS) return 0;
+    return psf_plan_init(pl, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius, kr) == NB_OK;
+}
+
+/* the streamed blur is the blur nb_psf_apply() makes if no source's radius
+ * exceeds the kernel radius of the brightest count: then finish it */
+static int noise_psf_stream_done(const nb_noisify_params *p, const float *counts, size_t pixels, const psf_plan *pl,
+                                 float *out, nb_psf_info *info)
+{
+    memset(info, 0, sizeof *info);
+    int kr = psf_kernel_radius(counts, pixels, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius, info);
+    if (pl->capped || pl->max_r > kr) return 0;
+    if (kr == 0) { info->skipped = 1; return 1; }       /* nothing blurred: all zero */
+    info->radius = kr;
+    psf_finish(pl, out, info);
+    return 1;
+}
+
 int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, uint8_t *pgm, void *noise_image,
                nb_noisify_stats *st, int nthreads, char *err, size_t errlen)
 {
@@ -414,29 +456,56 @@ int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, 
             for (long i = 0; i < (long)pixels; i++) nb_poisson_prepare(photons[i], &pre[i]);
         }
     }
+    /* the blur follows the draw row by row on a second thread */
+    psf_plan stream;
+    int streaming = noise_psf_streams(p, photons, pixels, nthreads, &stream);
+    if (streaming) memset(blurred, 0, pixels * sizeof *blurred);
+    long rows_drawn = 0;
+    int blur_followed = 0;
     double sum = 0.0;
-    for (size_t i = 0; i < pixels; i++) {
+#pragma omp parallel num_threads(2) if (streaming)
+    {
+        if (thread_num() == 1) {
+            blur_followed = 1;
+            for (long y = 0; y < p->height; y++) {
+                while (__atomic_load_n(&rows_drawn, __ATOMIC_ACQUIRE) <= y) {
+                    struct timespec nap = { 0, 20000 };
+                    nanosleep(&nap, NULL);
+                }
+                psf_sources(&stream, photons, y, y + 1);
+                if (psf_spans(&stream, y, y + 1) != NB_OK) stream.capped = 1;   /* no memory: blur again below */
+                else psf_scatter(&stream, photons, blurred, y, y + 1, 0, p->height);
+            }
+        }
+        if (thread_num() == 0) {
+    for (size_t i = 0, y = 0; y < (size_t)p->height; y++) {
+      for (int x = 0; x < p->width; x++, i++) {
         if (pre) {
             photons[i] = nb_poidev_prepared(&dev, photons[i], &pre[i]);
-            sum += photons[i];
-            continue;
+        } else {
+            double n = photons[i];
+            if (p->flicker > 0.0) n *= (1.0 + p->flicker * nb_gaussdev(&dev));
+            if (p->calibration > 0.0) {
+                dev.idum = &calib_seed;
+                n *= (1.0 + p->calibration * nb_gaussdev(&dev));
+                dev.idum = &seed;
+            }
+            photons[i] = nb_poidev(&dev, (float)n);
         }
-        double n = photons[i];
-        if (p->flicker > 0.0) n *= (1.0 + p->flicker * nb_gaussdev(&dev));
-        if (p->calibration > 0.0) {
-            dev.idum = &calib_seed;
-            n *= (1.0 + p->calibration * nb_gaussdev(&dev));
-            dev.idum = &seed;
-        }
-        photons[i] = nb_poidev(&dev, (float)n);
         sum += photons[i];
+      }
+      __atomic_store_n(&rows_drawn, (long)y + 1, __ATOMIC_RELEASE);
+    }
+        }
     }
     free(pre);
     st->photons_before_psf = sum;
     const float *signal = photons;
     if (blurred != NULL) {
-        rc = nb_psf_apply(photons, blurred, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius,
-                          &st->psf, nthreads, err, errlen);
+        if (!streaming || !blur_followed || !noise_psf_stream_done(p, photons, pixels, &stream, blurred, &st->psf))
+            rc = nb_psf_apply(photons, blurred, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius,
+                              &st->psf, nthreads, err, errlen);
+        if (streaming) psf_plan_free(&stream);
         signal = blurred;
         st->psf_applied = 1;
     }
