@@ -46,7 +46,7 @@ void nb_deviates_free(nb_deviates *d)
     d->lgamma_n = 0;
 }
 
-static float uniform(nb_deviates *d) { return nb_ran1(d->rng, d->idum); }
+static float uniform(nb_deviates *d) { return nb_ran1_inline(d->rng, d->idum); }
 
 /* ln Gamma(x) by Lanczos' series (gamma = 5, six terms; NR's gammln) */
 static float log_gamma(float x_in)

@@ -10,40 +10,10 @@
  */
 #include "internal.h"
 
-#define LEHMER_MUL   16807L
-#define LEHMER_MOD   2147483647L      /* 2^31 - 1, a Mersenne prime */
-#define SCHRAGE_Q    127773L          /* LEHMER_MOD / LEHMER_MUL */
-#define SCHRAGE_R    2836L            /* LEHMER_MOD % LEHMER_MUL */
-#define SHUFFLE_SLOTS 32
-#define WARMUP_STEPS  8
-/* width of the range of states that maps onto one table slot */
-#define SLOT_WIDTH   (1L + (LEHMER_MOD - 1L) / SHUFFLE_SLOTS)
-/* largest value handed out: keeps the deviate strictly below 1 in float */
-#define UNIFORM_MAX  (1.0 - 1.2e-7)
-
-/* x -> 16807 x mod (2^31-1) by Schrage's factorisation, exact for
- * 0 <= x <= 2^31-1 without needing more than 32-bit intermediates. */
-static long lehmer_step(long x)
-{
-    long quot = x / SCHRAGE_Q;
-    long next = LEHMER_MUL * (x - quot * SCHRAGE_Q) - SCHRAGE_R * quot;
-    return next < 0 ? next + LEHMER_MOD : next;
-}
-
-/* Bring a state word back into [0, 2^31-1].  Inside that range this is the
- * identity; outside it the reference's arithmetic would leave the table's
- * index range, so we use the mathematically equivalent residue instead. */
-static long fold_state(long x)
-{
-    if (x >= 0 && x <= LEHMER_MOD) return x;
-    unsigned long mag = x < 0 ? 0UL - (unsigned long)x : (unsigned long)x;
-    return (long)(mag % (unsigned long)LEHMER_MOD);
-}
-
 /* (Re)load the shuffle table.  A non-negative word (including any positive
  * seed met with an empty table) restarts the sequence from 1; a negative
  * word -s restarts it from s. */
-static void load_table(nb_rng *rng, long *state)
+void nb_rng_load_table(nb_rng *rng, long *state)
 {
     long x = (*state >= 0) ? 1L : fold_state(*state);
     for (int i = 0; i < WARMUP_STEPS; i++) x = lehmer_step(x);
@@ -55,24 +25,7 @@ static void load_table(nb_rng *rng, long *state)
     *state = x;
 }
 
-float nb_ran1(nb_rng *rng, long *idum)
-{
-    if (*idum <= 0 || rng->iy == 0) load_table(rng, idum);
-    else *idum = fold_state(*idum);
-
-    *idum = lehmer_step(*idum);
-    /* the previous output picks the slot; the mask only matters for a
-     * caller-corrupted table and keeps the index in bounds */
-    int slot = (int)((rng->iy < 0 ? 0L : rng->iy) / SLOT_WIDTH) & (SHUFFLE_SLOTS - 1);
-    rng->iy = rng->iv[slot];
-    rng->iv[slot] = *idum;
-
-    /* scale by the reciprocal (not a division) and round to float, as the
-     * reference does, then clamp away from 1 */
-    float u = (float)((1.0 / LEHMER_MOD) * (double)rng->iy);
-    if (u > UNIFORM_MAX) return (float)UNIFORM_MAX;
-    return u;
-}
+float nb_ran1(nb_rng *rng, long *idum) { return nb_ran1_inline(rng, idum); }
 
 /*
  * Random rotation for a mosaic domain: the axis is uniform on the unit
