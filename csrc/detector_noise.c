@@ -25,6 +25,25 @@ static int team_size(int nthreads) { (void)nthreads; return 1; }
 static int thread_num(void) { return 0; }
 #endif
 
+/* below this many pixels a second thread costs more than it saves */
+#define PARALLEL_PIXELS 65536
+
+/* the largest of v[0..n-1] above 0 (0 if none; NaN never counts): a
+ * maximum, so the same whatever the team */
+static double largest(const float *v, size_t n, int nthreads)
+{
+    double best = 0.0;
+#pragma omp parallel num_threads(team_size(nthreads)) if (n > PARALLEL_PIXELS)
+    {
+        double mine = 0.0;
+#pragma omp for schedule(static) nowait
+        for (long i = 0; i < (long)n; i++) if (mine < v[i]) mine = v[i];
+#pragma omp critical
+        if (best < mine) best = mine;
+    }
+    return best;
+}
+
 /* photons per pixel below which an error is "lost": sqrt(N) / this */
 #define PSF_LOSS_FACTOR 10.0
 /* fiber PSF: g = this * FWHM (FWHM = 2 g sqrt(2^(2/3) - 1)) */
@@ -243,17 +262,17 @@ static void psf_finish(const psf_plan *pl, float *out, nb_psf_info *info)
     for (size_t i = 0; i < pixels; i++) total_lost += pl->lost[i];
     info->lost_photons = total_lost;
     double share = total_lost / (double)pixels;
-    for (size_t i = 0; i < pixels; i++) out[i] += share;
+#pragma omp parallel for schedule(static) if (pixels > PARALLEL_PIXELS)
+    for (long i = 0; i < (long)pixels; i++) out[i] += share;
 }
 
 /* the kernel radius: the user's, or from the brightest pixel (0: no photons) */
 static int psf_kernel_radius(const float *in, size_t pixels, int w, int h, nb_psf_kind kind, double fwhm_px,
-                             int user_radius, nb_psf_info *info)
+                             int user_radius, nb_psf_info *info, int nthreads)
 {
     int kr = user_radius;
     if (kr <= 0) {
-        double max_I = 0.0;
-        for (size_t i = 0; i < pixels; i++) if (max_I < in[i]) max_I = in[i];
+        double max_I = largest(in, pixels, nthreads);
         info->max_photons = max_I;
         if (max_I <= 0.0) return 0;
         kr = auto_radius(kind, max_I, fwhm_px, fwhm_px * FIBER_G_PER_FWHM, 1);
@@ -274,7 +293,7 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
         return NB_OK;
     }
     memset(out, 0, pixels * sizeof *out);
-    int kr = psf_kernel_radius(in, pixels, w, h, kind, fwhm_px, user_radius, info);
+    int kr = psf_kernel_radius(in, pixels, w, h, kind, fwhm_px, user_radius, info, nthreads);
     if (kr == 0) { info->skipped = 1; return NB_OK; }   /* nothing to blur: all zero */
     info->radius = kr;
     psf_plan pl;
@@ -282,7 +301,7 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
         nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
         return NB_ENOMEM;
     }
-#pragma omp parallel for schedule(static) num_threads(team_size(nthreads)) if (pixels > 65536)
+#pragma omp parallel for schedule(static) num_threads(team_size(nthreads)) if (pixels > PARALLEL_PIXELS)
     for (long y = 0; y < h; y++) psf_sources(&pl, in, y, y + 1);
     int rc = psf_spans(&pl, 0, h);
     if (rc == NB_OK) {
@@ -290,7 +309,7 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
          * it in raster order.  A target column of w lands in column 0 of
          * the next row (the reference's bound test), hence the extra source
          * row above. */
-        int nbands = pixels < 65536 ? 1 : team_size(nthreads);
+        int nbands = pixels < PARALLEL_PIXELS ? 1 : team_size(nthreads);
         if (nbands > h) nbands = h;
 #pragma omp parallel for schedule(static, 1) num_threads(nbands)
         for (int b = 0; b < nbands; b++) {
@@ -352,8 +371,7 @@ static int noise_psf_streams(const nb_noisify_params *p, const float *means, siz
     if (team_size(nthreads) < 2 || p->psf == NB_PSF_NONE || !(p->psf_fwhm_px > 0.0)) return 0;
     int kr = p->psf_radius;
     if (kr <= 0) {
-        double max_mean = 0.0;
-        for (size_t i = 0; i < pixels; i++) if (max_mean < means[i]) max_mean = means[i];
+        double max_mean = largest(means, pixels, nthreads);
         if (!(max_mean <= 1e12)) return 0;
         kr = auto_radius(p->psf, 4.0 * max_mean + 1000.0, p->psf_fwhm_px, p->psf_fwhm_px * FIBER_G_PER_FWHM, 0) + 1;
     }
@@ -365,10 +383,10 @@ static int noise_psf_streams(const nb_noisify_params *p, const float *means, siz
 /* the streamed blur is the blur nb_psf_apply() makes if no source's radius
  * exceeds the kernel radius of the brightest count: then finish it */
 static int noise_psf_stream_done(const nb_noisify_params *p, const float *counts, size_t pixels, const psf_plan *pl,
-                                 float *out, nb_psf_info *info)
+                                 float *out, nb_psf_info *info, int nthreads)
 {
     memset(info, 0, sizeof *info);
-    int kr = psf_kernel_radius(counts, pixels, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius, info);
+    int kr = psf_kernel_radius(counts, pixels, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius, info, nthreads);
     if (pl->capped || pl->max_r > kr) return 0;
     if (kr == 0) { info->skipped = 1; return 1; }       /* nothing blurred: all zero */
     info->radius = kr;
@@ -398,15 +416,14 @@ int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, 
         nb_set_error(err, errlen, "noisify: out of memory for %zu pixels", pixels);
         return NB_ENOMEM;
     }
-    double max_I = 0.0;
     long negative = 0;
-    for (size_t i = 0; i < pixels; i++) {
+#pragma omp parallel for schedule(static) reduction(+ : negative) num_threads(team_size(nthreads)) if (pixels > PARALLEL_PIXELS)
+    for (long i = 0; i < (long)pixels; i++) {
         double I = image[i];
-        if (max_I < I) max_I = I;
         if (I < 0.0) negative++;
         photons[i] = (float)((p->fluence_re2 * p->scale) * I);
     }
-    st->max_input = max_I;
+    st->max_input = largest(image, pixels, nthreads);
     st->negative_pixels = negative;
     int rc = NB_OK;
 
@@ -418,7 +435,8 @@ int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, 
         st->psf_applied = 1;
     }
     if (rc == NB_OK) {
-        for (size_t i = 0; i < pixels; i++) {
+#pragma omp parallel for schedule(static) num_threads(team_size(nthreads)) if (pixels > PARALLEL_PIXELS)
+        for (long i = 0; i < (long)pixels; i++) {
             double adu = noiseless[i] * p->gain + p->adc_offset;
             if (adu > INT31_MAX) adu = INT31_MAX;
             if (adu > 65535.0) adu = 65535.0;
@@ -444,8 +462,7 @@ int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, 
     nb_deviates_init(&dev, &rng, &seed);
     /* flicker and calibration scale the photons by gaussians: room for the
      * largest of them in the ln Gamma cache */
-    double max_mean = 0.0;
-    for (size_t i = 0; i < pixels; i++) if (photons[i] > max_mean) max_mean = photons[i];
+    double max_mean = largest(photons, pixels, nthreads);
     nb_deviates_cache_for(&dev, max_mean * (1.0 + 6.0 * (p->flicker + p->calibration)));
     /* without them the means are known ahead: prepare them in parallel */
     nb_poisson_pre *pre = NULL;
@@ -502,7 +519,7 @@ int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, 
     st->photons_before_psf = sum;
     const float *signal = photons;
     if (blurred != NULL) {
-        if (!streaming || !blur_followed || !noise_psf_stream_done(p, photons, pixels, &stream, blurred, &st->psf))
+        if (!streaming || !blur_followed || !noise_psf_stream_done(p, photons, pixels, &stream, blurred, &st->psf, nthreads))
             rc = nb_psf_apply(photons, blurred, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius,
                               &st->psf, nthreads, err, errlen);
         if (streaming) psf_plan_free(&stream);
