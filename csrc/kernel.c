@@ -180,18 +180,16 @@ static int render_rows(const nb_kernel_isa *isa, const nb_kernel_ctx *k, const u
     return __atomic_load_n(&k->ctl->cancel, __ATOMIC_RELAXED) ? NB_ECANCELLED : NB_OK;
 }
 
-/* the largest pixel of the rows of a stage, or of the probe's rows (NaN
- * ignored): every pixel so far is a lower bound of its full sum, so the
- * largest is a lower bound of the peak; a maximum depends neither on the
- * order nor on the team */
-static double stage_peak(const nb_setup *s, const float *image, int stage, int probe_rows)
+/* the largest pixel a pass wrote in the rows of a stage, or of the probe's
+ * rows (NaN ignored): every pixel so far is a lower bound of its full sum,
+ * so the largest is a lower bound of the peak; a maximum depends neither on
+ * the order nor on the team */
+static double stage_peak(const nb_setup *s, const nb_row_result *rows, int stage, int probe_rows)
 {
     float peak = 0.0f;
-#pragma omp parallel for reduction(max : peak) schedule(static) if ((double)s->fpixels * s->spixels > 1e6)
     for (int sp = 0; sp < s->spixels; ++sp) {
         if (probe_rows ? !nb_probed(sp) : !nb_row_in_stage(sp, stage)) continue;
-        const float *row = image + (size_t)sp * s->fpixels;
-        for (int fp = 0; fp < s->fpixels; ++fp) peak = row[fp] > peak ? row[fp] : peak;
+        peak = rows[sp].peak > peak ? rows[sp].peak : peak;
     }
     return peak;
 }
@@ -258,13 +256,13 @@ static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uin
         memset(k->skip_code + (size_t)sp * s->fpixels, (unsigned char)NB_SKIP_SUMMED, (size_t)s->fpixels);
     k->pass = NB_PASS_PROBE;
     int rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, scratch, opts, NULL);
-    double peak = stage_peak(s, image, NB_STAGE_ALL, 1);
+    double peak = stage_peak(s, scratch, NB_STAGE_ALL, 1);
     if (rc == NB_OK) {
         k->skip_tau = stage_tau[NB_STAGE_FIRST] = skip_guess[NB_STAGE_FIRST] * NB_SKIP_FRACTION * peak;
         k->pass = NB_PASS_SKIP;
         k->stage = NB_STAGE_FIRST;
         rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, rows, opts, NULL);
-        double p = stage_peak(s, image, NB_STAGE_FIRST, 0);
+        double p = stage_peak(s, rows, NB_STAGE_FIRST, 0);
         if (p > peak) peak = p;
     }
     if (rc == NB_OK) {
@@ -281,7 +279,7 @@ static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uin
         k->pass = pays ? NB_PASS_SKIP : NB_PASS_ALL;
         k->stage = NB_STAGE_LAST;
         rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, rows, opts, NULL);
-        double p = stage_peak(s, image, NB_STAGE_LAST, 0);
+        double p = stage_peak(s, rows, NB_STAGE_LAST, 0);
         if (p > peak) peak = p;
     }
     if (rc == NB_OK) {

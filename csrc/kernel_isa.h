@@ -108,6 +108,7 @@ typedef struct {
     int first_fallback_fp;        /* -1: none in this row */
     nb_fallback_note note;
     double omega_sum;
+    float peak;                   /* the largest pixel the pass wrote (0 if none above 0; NaN ignored) */
 } nb_row_result;
 
 /* Is the pixel inside the ROI and not masked?  (used by the sums and the stats) */

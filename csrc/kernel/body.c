@@ -1203,8 +1203,14 @@ static void render_row(const nb_kernel_ctx *k, void *wsp, const uint16_t *mask, 
         }
         pixels_scaled(s, ws->pfs, f1 - f0, I);
         float *restrict row = image + (size_t)sp * s->fpixels;
-        for (int fp = f0; fp < f1; ++fp)
-            if (ws->pix_n[fp - f0] >= 0) row[fp] = (float)I[fp - f0];
+        float peak = rr->peak;
+        for (int fp = f0; fp < f1; ++fp) {
+            if (ws->pix_n[fp - f0] < 0) continue;
+            float v = (float)I[fp - f0];
+            row[fp] = v;
+            peak = v > peak ? v : peak;
+        }
+        rr->peak = peak;
     }
 }
 
