@@ -6,10 +6,12 @@
  * then per pixel in raster order beam flicker, calibration error and a
  * Poisson count; the point-spread function spreads the counts; gain, ADC
  * offset and read-out noise make ADUs.  The deviates are one sequential
- * stream (nb_deviates, Numerical Recipes), so the noise loop is serial; the
- * PSF is parallel over bands of target rows, each band adding its
- * contributions in the serial order, so the result never depends on the
- * thread count.
+ * stream (nb_deviates, Numerical Recipes), so the noise loop is serial;
+ * the passes around it are parallel per pixel.  The PSF is parallel over
+ * bands of target rows, each band adding its contributions in the serial
+ * order; after a noise draw it instead follows the draw row by row on a
+ * second thread (one band), so the result never depends on the thread
+ * count.
  */
 #include <stdlib.h>
 #include <stddef.h>
@@ -139,9 +141,11 @@ static int span_half(int r, int dy)
  * radius and lost photons, the half-widths of the kernel rows per radius. */
 typedef struct {
     nb_psf_kind kind;
-    int w, h, kr, ks, user_radius;
-    int max_r, capped;            /* the largest radius used; a source's radius above kr */
-    double fwhm_px, g;
+    int w, h;                     /* image (pixels) */
+    int kr, ks;                   /* kernel radius (pixels) and side, 2 kr + 1 */
+    int user_radius;              /* > 0: every source's radius (pixels); else automatic */
+    int max_r, capped;            /* the largest source radius used (pixels); a source's radius was above kr */
+    double fwhm_px, g;            /* FWHM and the fiber profile's g (pixels) */
     double *kernel, *lost, *factor;
     int *radius;
     int **half;
@@ -180,19 +184,25 @@ static int psf_plan_init(psf_plan *pl, int w, int h, nb_psf_kind kind, double fw
     return NB_OK;
 }
 
-/* each source pixel's radius and lost photons, rows y0..y1-1 (independent per pixel) */
-static void psf_sources(psf_plan *pl, const float *in, long y0, long y1)
+/* each source pixel's radius and lost photons, rows y0..y1-1 (independent
+ * per pixel, so rows may run in parallel).  Returns the largest radius
+ * used (pixels), and sets *capped if a source's radius exceeded the
+ * kernel's: the kernel radius comes from the brightest pixel by the
+ * reference's other spelling of the formula, which can round one lower. */
+static int psf_sources(const psf_plan *pl, const float *in, long y0, long y1, int *capped)
 {
+    int max_r = 0;
     for (size_t i = (size_t)y0 * (size_t)pl->w; i < (size_t)y1 * (size_t)pl->w; i++) {
         double v = in[i];
         if (!(v > 0.0)) { pl->radius[i] = 0; pl->lost[i] = 0.0; continue; }
-        int r = pl->user_radius != 0 ? pl->user_radius : auto_radius(pl->kind, v, pl->fwhm_px, pl->g, 0);
+        int r = pl->user_radius > 0 ? pl->user_radius : auto_radius(pl->kind, v, pl->fwhm_px, pl->g, 0);
         r = cap_radius(r, pl->w, pl->h);
-        if (r > pl->kr) { r = pl->kr; pl->capped = 1; }   /* not with a monotonic radius */
-        if (r > pl->max_r) pl->max_r = r;
+        if (r > pl->kr) { r = pl->kr; *capped = 1; }
+        if (r > max_r) max_r = r;
         pl->radius[i] = r;
         pl->lost[i] = lost_outside(pl->kind, v, pl->factor[r], pl->g);
     }
+    return max_r;
 }
 
 /* the half-widths of the kernel rows of every radius rows y0..y1-1 use */
@@ -254,15 +264,17 @@ static void psf_scatter(const psf_plan *pl, const float *in, float *out, long s0
     }
 }
 
-/* the photons outside every source's radius, spread evenly */
-static void psf_finish(const psf_plan *pl, float *out, nb_psf_info *info)
+/* the blur with kernel radius kr done: the photons outside every source's
+ * radius spread evenly (their sum in raster order) */
+static void psf_finish(const psf_plan *pl, int kr, float *out, nb_psf_info *info, int nthreads)
 {
     size_t pixels = (size_t)pl->w * (size_t)pl->h;
+    info->radius = kr;
     double total_lost = 0.0;
     for (size_t i = 0; i < pixels; i++) total_lost += pl->lost[i];
     info->lost_photons = total_lost;
     double share = total_lost / (double)pixels;
-#pragma omp parallel for schedule(static) if (pixels > PARALLEL_PIXELS)
+#pragma omp parallel for schedule(static) num_threads(team_size(nthreads)) if (pixels > PARALLEL_PIXELS)
     for (long i = 0; i < (long)pixels; i++) out[i] += share;
 }
 
@@ -295,14 +307,16 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
     memset(out, 0, pixels * sizeof *out);
     int kr = psf_kernel_radius(in, pixels, w, h, kind, fwhm_px, user_radius, info, nthreads);
     if (kr == 0) { info->skipped = 1; return NB_OK; }   /* nothing to blur: all zero */
-    info->radius = kr;
     psf_plan pl;
     if (psf_plan_init(&pl, w, h, kind, fwhm_px, user_radius, kr) != NB_OK) {
         nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
         return NB_ENOMEM;
     }
 #pragma omp parallel for schedule(static) num_threads(team_size(nthreads)) if (pixels > PARALLEL_PIXELS)
-    for (long y = 0; y < h; y++) psf_sources(&pl, in, y, y + 1);
+    for (long y = 0; y < h; y++) {
+        int capped = 0;          /* capping is the blur's rule here: nothing to check */
+        psf_sources(&pl, in, y, y + 1, &capped);
+    }
     int rc = psf_spans(&pl, 0, h);
     if (rc == NB_OK) {
         /* bands of target rows; every band visits the sources that can reach
@@ -319,7 +333,7 @@ int nb_psf_apply(const float *in, float *out, int w, int h, nb_psf_kind kind, do
             if (s1 > h) s1 = h;
             psf_scatter(&pl, in, out, s0, s1, ya, yb);
         }
-        psf_finish(&pl, out, info);
+        psf_finish(&pl, kr, out, info, nthreads);
     } else {
         nb_set_error(err, errlen, "PSF: out of memory for a radius of %d pixels", kr);
     }
@@ -364,19 +378,17 @@ void nb_noisify_params_init(nb_noisify_params *p)
  * with a kernel large enough for any count up to 4x the brightest mean
  * (plus 1000), and noise_psf_stream_done() checks that no source needed
  * more than the radius the brightest count gives.  A small kernel only. */
-#define PSF_STREAM_MAX_RADIUS 64
-static int noise_psf_streams(const nb_noisify_params *p, const float *means, size_t pixels, int nthreads,
-                             psf_plan *pl)
+#define PSF_STREAM_MAX_RADIUS_PX 64
+static int noise_psf_streams(const nb_noisify_params *p, double max_mean, int nthreads, psf_plan *pl)
 {
     if (team_size(nthreads) < 2 || p->psf == NB_PSF_NONE || !(p->psf_fwhm_px > 0.0)) return 0;
     int kr = p->psf_radius;
     if (kr <= 0) {
-        double max_mean = largest(means, pixels, nthreads);
         if (!(max_mean <= 1e12)) return 0;
         kr = auto_radius(p->psf, 4.0 * max_mean + 1000.0, p->psf_fwhm_px, p->psf_fwhm_px * FIBER_G_PER_FWHM, 0) + 1;
     }
     kr = cap_radius(kr, p->width, p->height);
-    if (kr > PSF_STREAM_MAX_RADIUS) return 0;
+    if (kr > PSF_STREAM_MAX_RADIUS_PX) return 0;
     return psf_plan_init(pl, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius, kr) == NB_OK;
 }
 
@@ -389,8 +401,7 @@ static int noise_psf_stream_done(const nb_noisify_params *p, const float *counts
     int kr = psf_kernel_radius(counts, pixels, p->width, p->height, p->psf, p->psf_fwhm_px, p->psf_radius, info, nthreads);
     if (pl->capped || pl->max_r > kr) return 0;
     if (kr == 0) { info->skipped = 1; return 1; }       /* nothing blurred: all zero */
-    info->radius = kr;
-    psf_finish(pl, out, info);
+    psf_finish(pl, kr, out, info, nthreads);
     return 1;
 }
 
@@ -475,7 +486,7 @@ int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, 
     }
     /* the blur follows the draw row by row on a second thread */
     psf_plan stream;
-    int streaming = noise_psf_streams(p, photons, pixels, nthreads, &stream);
+    int streaming = noise_psf_streams(p, max_mean, nthreads, &stream);
     if (streaming) memset(blurred, 0, pixels * sizeof *blurred);
     long rows_drawn = 0;
     int blur_followed = 0;
@@ -486,33 +497,34 @@ int nb_noisify(const nb_noisify_params *p, const float *image, void *int_image, 
             blur_followed = 1;
             for (long y = 0; y < p->height; y++) {
                 while (__atomic_load_n(&rows_drawn, __ATOMIC_ACQUIRE) <= y) {
-                    struct timespec nap = { 0, 20000 };
+                    const struct timespec nap = { 0, 20000 };    /* 20 us */
                     nanosleep(&nap, NULL);
                 }
-                psf_sources(&stream, photons, y, y + 1);
+                int r = psf_sources(&stream, photons, y, y + 1, &stream.capped);
+                if (r > stream.max_r) stream.max_r = r;
                 if (psf_spans(&stream, y, y + 1) != NB_OK) stream.capped = 1;   /* no memory: blur again below */
                 else psf_scatter(&stream, photons, blurred, y, y + 1, 0, p->height);
             }
         }
         if (thread_num() == 0) {
-    for (size_t i = 0, y = 0; y < (size_t)p->height; y++) {
-      for (int x = 0; x < p->width; x++, i++) {
-        if (pre) {
-            photons[i] = nb_poidev_prepared(&dev, photons[i], &pre[i]);
-        } else {
-            double n = photons[i];
-            if (p->flicker > 0.0) n *= (1.0 + p->flicker * nb_gaussdev(&dev));
-            if (p->calibration > 0.0) {
-                dev.idum = &calib_seed;
-                n *= (1.0 + p->calibration * nb_gaussdev(&dev));
-                dev.idum = &seed;
+            for (size_t i = 0, y = 0; y < (size_t)p->height; y++) {
+                for (int x = 0; x < p->width; x++, i++) {
+                    if (pre) {
+                        photons[i] = nb_poidev_prepared(&dev, photons[i], &pre[i]);
+                    } else {
+                        double n = photons[i];
+                        if (p->flicker > 0.0) n *= (1.0 + p->flicker * nb_gaussdev(&dev));
+                        if (p->calibration > 0.0) {
+                            dev.idum = &calib_seed;
+                            n *= (1.0 + p->calibration * nb_gaussdev(&dev));
+                            dev.idum = &seed;
+                        }
+                        photons[i] = nb_poidev(&dev, (float)n);
+                    }
+                    sum += photons[i];
+                }
+                __atomic_store_n(&rows_drawn, (long)y + 1, __ATOMIC_RELEASE);
             }
-            photons[i] = nb_poidev(&dev, (float)n);
-        }
-        sum += photons[i];
-      }
-      __atomic_store_n(&rows_drawn, (long)y + 1, __ATOMIC_RELEASE);
-    }
         }
     }
     free(pre);

@@ -35,11 +35,10 @@ double nb_int_image(const nb_setup *s, const float *image, double max_I, uint16_
 #pragma omp parallel for schedule(static) if ((long)s->spixels * s->fpixels > PARALLEL_PIXELS)
     for (int slow = 0; slow < s->spixels; slow++) {
         const size_t row = (size_t)slow * (size_t)s->fpixels;
-        const int in_rows = slow >= s->roi_ymin && slow <= s->roi_ymax;
-        const int lo = s->roi_xmin > 0 ? s->roi_xmin : 0;
-        const int hi = s->roi_xmax < s->fpixels - 1 ? s->roi_xmax : s->fpixels - 1;
+        int lo, hi;
+        nb_roi_columns(s, slow, &lo, &hi);
         for (int fast = 0; fast < s->fpixels; fast++) out[row + fast] = 0;
-        for (int fast = lo; in_rows && fast <= hi; fast++) {
+        for (int fast = lo; fast <= hi; fast++) {
             double adu = image[row + fast] * scale + s->adc_offset;
             if (adu > 65535.0) adu = 65535.0;
             if (adu < 0.0) adu = 0.0;

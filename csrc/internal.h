@@ -50,6 +50,13 @@ static inline int nb_in_roi(const nb_setup *s, int fast, int slow) {
     return fast >= s->roi_xmin && fast <= s->roi_xmax && slow >= s->roi_ymin && slow <= s->roi_ymax;
 }
 
+/* the columns lo..hi of row slow inside the ROI (none: lo > hi) */
+static inline void nb_roi_columns(const nb_setup *s, int slow, int *lo, int *hi) {
+    *lo = s->roi_xmin > 0 ? s->roi_xmin : 0;
+    *hi = s->roi_xmax < s->fpixels - 1 ? s->roi_xmax : s->fpixels - 1;
+    if (slow < s->roi_ymin || slow > s->roi_ymax) *hi = *lo - 1;
+}
+
 /* rotations (geometry.c) */
 void nb_rotate_xyz(const double *v, double *out, double rx, double ry, double rz);
 void nb_rotate_axis(const double *v, double *out, const double *axis, double phi);
@@ -93,38 +100,36 @@ static inline void nb_detector_point(const double *fdet, const double *sdet, con
 }
 
 
-/* random orientations (noise.c): a rotation drawn uniformly within a
- * spherical cap of the given angular radius, as the reference draws it
- * (single-precision spread, three uniform deviates per matrix). */
-/* the uniform generator (rng.c), inline for the deviates' serial stream */
-#define LEHMER_MUL   16807L
-#define LEHMER_MOD   2147483647L      /* 2^31 - 1, a Mersenne prime */
-#define SCHRAGE_Q    127773L          /* LEHMER_MOD / LEHMER_MUL */
-#define SCHRAGE_R    2836L            /* LEHMER_MOD % LEHMER_MUL */
-#define SHUFFLE_SLOTS 32
-#define WARMUP_STEPS  8
+/* The uniform generator, Numerical Recipes' ran1 (see rng.c): inline, as
+ * the noise draws call it tens of millions of times in one serial stream. */
+#define NB_LEHMER_MUL   16807L
+#define NB_LEHMER_MOD   2147483647L      /* 2^31 - 1, a Mersenne prime */
+#define NB_SCHRAGE_Q    127773L          /* NB_LEHMER_MOD / NB_LEHMER_MUL */
+#define NB_SCHRAGE_R    2836L            /* NB_LEHMER_MOD % NB_LEHMER_MUL */
+#define NB_SHUFFLE_SLOTS 32
+#define NB_WARMUP_STEPS  8
 /* width of the range of states that maps onto one table slot */
-#define SLOT_WIDTH   (1L + (LEHMER_MOD - 1L) / SHUFFLE_SLOTS)
+#define NB_SLOT_WIDTH   (1L + (NB_LEHMER_MOD - 1L) / NB_SHUFFLE_SLOTS)
 /* largest value handed out: keeps the deviate strictly below 1 in float */
-#define UNIFORM_MAX  (1.0 - 1.2e-7)
+#define NB_UNIFORM_MAX  (1.0 - 1.2e-7)
 
 /* x -> 16807 x mod (2^31-1) by Schrage's factorisation, exact for
  * 0 <= x <= 2^31-1 without needing more than 32-bit intermediates. */
-static inline long lehmer_step(long x)
+static inline long nb_lehmer_step(long x)
 {
-    long quot = x / SCHRAGE_Q;
-    long next = LEHMER_MUL * (x - quot * SCHRAGE_Q) - SCHRAGE_R * quot;
-    return next < 0 ? next + LEHMER_MOD : next;
+    long quot = x / NB_SCHRAGE_Q;
+    long next = NB_LEHMER_MUL * (x - quot * NB_SCHRAGE_Q) - NB_SCHRAGE_R * quot;
+    return next < 0 ? next + NB_LEHMER_MOD : next;
 }
 
 /* Bring a state word back into [0, 2^31-1].  Inside that range this is the
  * identity; outside it the reference's arithmetic would leave the table's
  * index range, so we use the mathematically equivalent residue instead. */
-static inline long fold_state(long x)
+static inline long nb_fold_state(long x)
 {
-    if (x >= 0 && x <= LEHMER_MOD) return x;
+    if (x >= 0 && x <= NB_LEHMER_MOD) return x;
     unsigned long mag = x < 0 ? 0UL - (unsigned long)x : (unsigned long)x;
-    return (long)(mag % (unsigned long)LEHMER_MOD);
+    return (long)(mag % (unsigned long)NB_LEHMER_MOD);
 }
 
 /* (Re)load the shuffle table from a state word (rng.c) */
@@ -133,23 +138,26 @@ void nb_rng_load_table(nb_rng *rng, long *state);
 static inline float nb_ran1_inline(nb_rng *rng, long *idum)
 {
     if (*idum <= 0 || rng->iy == 0) nb_rng_load_table(rng, idum);
-    else *idum = fold_state(*idum);
+    else *idum = nb_fold_state(*idum);
 
-    *idum = lehmer_step(*idum);
+    *idum = nb_lehmer_step(*idum);
     /* the previous output picks the slot; the mask only matters for a
      * caller-corrupted table and keeps the index in bounds */
-    int slot = (int)((rng->iy < 0 ? 0L : rng->iy) / SLOT_WIDTH) & (SHUFFLE_SLOTS - 1);
+    int slot = (int)((rng->iy < 0 ? 0L : rng->iy) / NB_SLOT_WIDTH) & (NB_SHUFFLE_SLOTS - 1);
     rng->iy = rng->iv[slot];
     rng->iv[slot] = *idum;
 
     /* scale by the reciprocal (not a division) and round to float, as the
      * reference does, then clamp away from 1 */
-    float u = (float)((1.0 / LEHMER_MOD) * (double)rng->iy);
-    if (u > UNIFORM_MAX) return (float)UNIFORM_MAX;
+    float u = (float)((1.0 / NB_LEHMER_MOD) * (double)rng->iy);
+    if (u > NB_UNIFORM_MAX) return (float)NB_UNIFORM_MAX;
     return u;
 }
 
 
+/* random orientations (rng.c): a rotation drawn uniformly within a
+ * spherical cap of the given angular radius, as the reference draws it
+ * (single-precision spread, three uniform deviates per matrix). */
 void nb_mosaic_umat(float mosaicity_rad, double umat[9], nb_rng *rng, long *idum);
 /* rotation matrix -> rotations about x, y, z (radians) */
 void nb_umat_to_misset(const double umat[9], double misset_rad[3]);

@@ -251,7 +251,7 @@ static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uin
     }
     k->ctl->staged = 1;
     for (size_t i = 0; i < first_cells; ++i) k->first_stage_bound[i] = NAN;
-#pragma omp parallel for schedule(static) if (pixels > 1000000)
+#pragma omp parallel for schedule(static) num_threads(threads_to_use(opts, (double)pixels)) if (pixels > 1000000)
     for (int sp = 0; sp < s->spixels; ++sp)         /* in parallel: the first touch of its pages */
         memset(k->skip_code + (size_t)sp * s->fpixels, (unsigned char)NB_SKIP_SUMMED, (size_t)s->fpixels);
     k->pass = NB_PASS_PROBE;
@@ -378,15 +378,6 @@ typedef struct {
     int max_fp;
 } row_stats;
 
-/* the row's wanted pixels when no mask is given: the ROI's columns, or
- * none (lo > hi) */
-static void roi_columns(const nb_setup *s, int sp, int *lo, int *hi)
-{
-    *lo = s->roi_xmin > 0 ? s->roi_xmin : 0;
-    *hi = s->roi_xmax < s->fpixels - 1 ? s->roi_xmax : s->fpixels - 1;
-    if (sp < s->roi_ymin || sp > s->roi_ymax) *hi = *lo - 1;
-}
-
 /* the serial scan: any mask, any values */
 static void row_stats_serial(const nb_setup *s, const uint16_t *mask, const float *row, int sp, row_stats *r)
 {
@@ -444,7 +435,7 @@ static void row_stats_scan(const nb_setup *s, const uint16_t *mask, const float 
 {
     const float *row = image + (size_t)sp * s->fpixels;
     int lo, hi;
-    roi_columns(s, sp, &lo, &hi);
+    nb_roi_columns(s, sp, &lo, &hi);
     float mn, mx;
     if (mask || lo > hi || !row_sums_finite(row, lo, hi, &r->sum, &r->sumsqr, &mn, &mx)) {
         row_stats_serial(s, mask, row, sp, r);
@@ -469,7 +460,7 @@ static void row_deviation(const nb_setup *s, const float *image, int sp, double 
 {
     const float *row = image + (size_t)sp * s->fpixels;
     int lo, hi;
-    roi_columns(s, sp, &lo, &hi);
+    nb_roi_columns(s, sp, &lo, &hi);
     double d2[STATS_LANES] = { 0 };
     int fp = lo;
     for (; fp + STATS_LANES - 1 <= hi; fp += STATS_LANES)
@@ -545,7 +536,7 @@ int nb_render(const nb_setup *s, const nb_hkl *hkl, const uint16_t *mask, float 
     if (pick_kernel(&isa, err, errlen) != NB_OK) return NB_EINVAL;
     stats->kernel_isa = isa->name;
     /* in parallel: on a fresh buffer this is the first touch of its pages */
-#pragma omp parallel for schedule(static) if ((double)s->fpixels * s->spixels > 1e6)
+#pragma omp parallel for schedule(static) num_threads(threads_to_use(opts, (double)s->fpixels * s->spixels)) if ((double)s->fpixels * s->spixels > 1e6)
     for (int sp = 0; sp < s->spixels; ++sp) memset(image + (size_t)sp * s->fpixels, 0, (size_t)s->fpixels * sizeof(float));
     nb_orientations o;
     if (orientations_build(s, &o) != NB_OK) {

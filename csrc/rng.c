@@ -1,5 +1,6 @@
 /*
- * rng.c - the uniform generator and the random rotations drawn from it.
+ * rng.c - the uniform generator's table load and the random rotations
+ * drawn from it (the generator's step itself is inline, in internal.h).
  *
  * The generator is the Park-Miller "minimal standard" Lehmer sequence
  * x -> 16807 x mod (2^31 - 1), whose output order is scrambled by a
@@ -15,10 +16,10 @@
  * word -s restarts it from s. */
 void nb_rng_load_table(nb_rng *rng, long *state)
 {
-    long x = (*state >= 0) ? 1L : fold_state(*state);
-    for (int i = 0; i < WARMUP_STEPS; i++) x = lehmer_step(x);
-    for (int slot = SHUFFLE_SLOTS - 1; slot >= 0; slot--) {
-        x = lehmer_step(x);
+    long x = (*state >= 0) ? 1L : nb_fold_state(*state);
+    for (int i = 0; i < NB_WARMUP_STEPS; i++) x = nb_lehmer_step(x);
+    for (int slot = NB_SHUFFLE_SLOTS - 1; slot >= 0; slot--) {
+        x = nb_lehmer_step(x);
         rng->iv[slot] = x;
     }
     rng->iy = rng->iv[0];

@@ -4,9 +4,9 @@
  * the peak (docs/skipping.md; the bound itself is evaluated in
  * kernel/body.c, the passes are run by kernel.c).
  *
- * For the square crystal |sin(N pi h) / sin(pi h)| <= min(N, 1/(2t)), t
- * the distance of h from the nearest integer (Jordan's inequality
- * sin(pi t) >= 2t on [0, 1/2]); this holds for integral N only.  The other
+ * For the square crystal |sin(N pi h) / sin(pi h)| <= min(N, 1/sin(pi t)),
+ * t the distance of h from the nearest integer; this holds for integral N
+ * only.  The other
  * shapes depend on the offsets t from the nearest node: round spots through
  * |3 (sin x - x cos x) / x^3| <= min(1, 3 (1 + x) / x^3), Gaussian and
  * tophat ones through the reciprocal distance, at least the smallest

@@ -221,3 +221,30 @@ def test_threads_give_identical_bytes(tmp_path):
         outs[t] = {n: (d / n).read_bytes() for n in ("floatimage.bin", "intimage.img", "noiseimage.img",
                                                      "nz_int.img", "nz_noise.img")}
     assert outs["1"] == outs["2"] == outs["3"]
+
+
+def test_streamed_psf_falls_back_when_a_count_outgrows_its_kernel(tmp_path):
+    """After a noise draw the PSF follows the draw on a second thread with a
+    kernel sized for counts up to 4x the brightest mean (+1000).  Strong
+    flicker pushes a count past that: the blur must then be done again
+    as on one thread, byte for byte."""
+    d = tmp_path / "w"
+    d.mkdir()
+    shutil.copyfile(INPUTS / "water.stol", d / "water.stol")
+    subprocess.run(command("nonBragg") + "-stol water.stol -detpixels 300 -seed 3 -flux 1e13 -beamsize 0.1 -nonoise".split(),
+                   cwd=d, check=True, capture_output=True)
+    args = ("-floatfile floatimage.bin -detpixels 300 -psf gauss -psf_fwhm 3000 -scale 1000 -flicker 5 "
+            "-calibration 0 -seed 4 -intfile int.img -noisefile noise.img -nopgm").split()
+    outs, printed = {}, {}
+    for t in ("1", "2"):
+        r = subprocess.run(command("noisify") + args, cwd=d, check=True, capture_output=True, text=True,
+                           env=dict(os.environ, OMP_NUM_THREADS=t))
+        outs[t], printed[t] = (d / "noise.img").read_bytes(), r.stdout
+    assert outs["1"] == outs["2"] and printed["1"] == printed["2"]
+    # the case does take the fall-back: the brightest count's radius exceeds the streamed kernel's
+    mean = float(re.search(r"\( *([0-9.e+]+) on photon scale\)", printed["2"]).group(1))
+    count = float(re.search(r"maximum input photon/pixel: ([0-9.e+]+)", printed["2"]).group(1))
+
+    def radius(v, fwhm_px=30.0):
+        return 1 + math.ceil(math.sqrt(-math.log(math.sqrt(v) / 10 / v) / math.log(16)) * fwhm_px)
+    assert radius(count) > radius(4 * mean + 1000) + 1, (mean, count)

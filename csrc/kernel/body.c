@@ -886,7 +886,7 @@ static void *workspace_new(const nb_kernel_ctx *k)
     ws->cap = (int)(per_pixel * block);
     ws->Sx = malloc((size_t)ws->cap * 6 * sizeof(double));
     ws->pfs = malloc((size_t)block * sizeof *ws->pfs);
-    ws->pix_I = malloc((size_t)block * sizeof *ws->pix_I);
+    ws->pix_I = calloc((size_t)block, sizeof *ws->pix_I);   /* pixels_scaled reads every entry */
     ws->pix_n = malloc((size_t)block * sizeof *ws->pix_n);
     ws->pix_code = malloc((size_t)block);
     ws->src = malloc((size_t)(s->n_sources > 0 ? s->n_sources : 1) * sizeof *ws->src);
@@ -960,7 +960,7 @@ static double pixel_in_order(const nb_kernel_ctx *k, const workspace *ws, int st
  * The bound of docs/skipping.md: for each block of orientations, h lies
  * within rh of the block centre's hc on every step, so |F_latt| is bounded
  * through t, the distance of that interval from the nearest integer (for
- * the square crystal the product of min(N, 1/(2t)) over the axes), and
+ * the square crystal the product of min(N, 1/sin(pi t)) over the axes), and
  * |F_cell| <= the largest |F| of the nodes it can round to. */
 
 /* the least distance of [hc - r, hc + r] from the integers (0 if it holds
@@ -1083,7 +1083,7 @@ static void lattice_bounds(const nb_kernel_ctx *k, const workspace *ws, int n, d
  * three bits of its mantissa (kernel.c allows for x's own rounding) */
 static signed char skip_code_of(double x)
 {
-    if (!(x >= 0x1p-15)) return NB_SKIP_TINY;     /* 2^NB_SKIP_MIN_EXPONENT */
+    if (!(x >= ldexp(1.0, NB_SKIP_MIN_EXPONENT))) return NB_SKIP_TINY;   /* folded at compile time */
     uint64_t bits;
     memcpy(&bits, &x, sizeof bits);
     int e = (int)((bits >> 52) & 0x7ff) - 1023, m = (int)((bits >> 49) & 7);
