@@ -48,6 +48,11 @@ CASES = {
     "gauss_spots": (dict(hkl=_random_hkl(14), gauss_xtal=True, N=8), True),
     "tophat_spots": (dict(hkl=_random_hkl(15), tophat_spots=True, N=8, cell=(37, 45, 52, 80, 95, 105)), True),
     "gauss_fudge": (dict(hkl=_random_hkl(16), gauss_xtal=True, fudge=0.3, Na=6, Nb=11, Nc=9), True),
+    # weak reflections on a small grid inside a strong default_F: a pixel whose
+    # h interval straddles the grid's edge at 2.5 rounds to a weak node on one
+    # side and to default_F on the other (the ring of default_F in skip.c's
+    # pair table)
+    "grid_edge_default_F": (dict(hkl=_random_hkl(17, span=2) * [1, 1, 1, 1e-5], default_F=10, N=11, osc=0.5), True),
 }
 
 
