@@ -250,10 +250,15 @@ static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uin
         return render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, rows, opts, NULL);
     }
     k->ctl->staged = 1;
-    for (size_t i = 0; i < first_cells; ++i) k->first_stage_bound[i] = NAN;
-#pragma omp parallel for schedule(static) num_threads(threads_to_use(opts, (double)pixels)) if (pixels > 1000000)
-    for (int sp = 0; sp < s->spixels; ++sp)         /* in parallel: the first touch of its pages */
-        memset(k->skip_code + (size_t)sp * s->fpixels, (unsigned char)NB_SKIP_SUMMED, (size_t)s->fpixels);
+    /* in parallel: the first touch of their pages */
+#pragma omp parallel num_threads(threads_to_use(opts, (double)pixels)) if (pixels > 1000000)
+    {
+#pragma omp for schedule(static) nowait
+        for (long i = 0; i < (long)first_cells; ++i) k->first_stage_bound[i] = NAN;
+#pragma omp for schedule(static)
+        for (int sp = 0; sp < s->spixels; ++sp)
+            memset(k->skip_code + (size_t)sp * s->fpixels, (unsigned char)NB_SKIP_SUMMED, (size_t)s->fpixels);
+    }
     k->pass = NB_PASS_PROBE;
     int rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, scratch, opts, NULL);
     double peak = stage_peak(s, scratch, NB_STAGE_ALL, 1);
@@ -291,8 +296,11 @@ static int render_skipping(const nb_kernel_isa *isa, nb_kernel_ctx *k, const uin
         memset(scratch, 0, (size_t)s->spixels * sizeof *scratch);
         rc = render_rows(isa, k, mask, 0, 0, s->spixels, 0, image, scratch, opts, NULL);
     }
-    if (k->skip_code)
-        for (size_t i = 0; i < pixels; ++i) *skipped += k->skip_code[i] != NB_SKIP_SUMMED;
+    long count = 0;             /* a count: the same on any team */
+#pragma omp parallel for schedule(static) reduction(+ : count) num_threads(threads_to_use(opts, (double)pixels)) \
+    if (pixels > 1000000)
+    for (long i = 0; i < (long)pixels; ++i) count += k->skip_code[i] != NB_SKIP_SUMMED;
+    *skipped = count;
     free(scratch);
     free(k->first_stage_bound);
     free(k->skip_code);

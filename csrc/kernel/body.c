@@ -711,6 +711,14 @@ NB_ALWAYS_INLINE int pixel_in_pass(const nb_kernel_ctx *k, const uint16_t *mask,
     return 1;
 }
 
+/* Is pixel_in_pass() 1 for every pixel f0..f1-1 of row sp?  (No mask, the
+ * block inside the ROI, and a pass that takes every wanted pixel.) */
+NB_ALWAYS_INLINE int block_wholly_in_pass(const nb_kernel_ctx *k, const uint16_t *mask, int sp, int f0, int f1)
+{
+    return !mask && k->pass != NB_PASS_PROBE && k->pass != NB_PASS_REDO && nb_in_roi(k->s, f0, sp) &&
+           nb_in_roi(k->s, f1 - 1, sp);
+}
+
 /* Fill the samples of pixels f0..f1-1 of row sp; pix_n[i] = -1 for a pixel
  * not wanted (or not in this pass).  Returns the number of samples. */
 static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *mask, int sp, int f0, int f1,
@@ -725,9 +733,7 @@ static int sample_block(const nb_kernel_ctx *k, workspace *ws, const uint16_t *m
     if (one_subpixel) {
         /* one sub-pixel per pixel: the values of the general loop below */
         const double Se0 = sub * sp + sub / 2.0, Oe0 = 0 * s->thickstep_m;
-        /* every pixel of the block in the pass: one vector loop */
-        const int every = !mask && k->pass != NB_PASS_PROBE && k->pass != NB_PASS_REDO && nb_in_roi(s, f0, sp) &&
-                          nb_in_roi(s, f1 - 1, sp);
+        const int every = block_wholly_in_pass(k, mask, sp, f0, f1);     /* then one vector loop */
         for (int fp = f0; every && fp < f1; ++fp) {
             ws->pix_n[fp - f0] = 0;
             ws->Fe[fp - f0] = sub * fp + sub / 2.0;
